@@ -1,0 +1,48 @@
+// Logging: JSON lines for machines, colour lines on a terminal. Redaction is the second line of
+// defence; the first is that no module hands a secret to the logger.
+import { pino, type DestinationStream, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+export type { Logger };
+
+export const REDACT_PATHS = [
+  'password',
+  '*.password',
+  'token',
+  '*.token',
+  'access_token',
+  '*.access_token',
+  'totp_key',
+  '*.totp_key',
+  '*.*.totp_key',
+  'totpKey',
+  '*.totpKey',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+];
+
+export interface LoggerOptions {
+  level: string;
+  /** Where lines go; defaults to stdout (fd 1). */
+  destination?: DestinationStream;
+  /** Colour lines; defaults to "the destination is a terminal". */
+  pretty?: boolean;
+  fd?: 1 | 2;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const fd = options.fd ?? 1;
+  const isTty = fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
+  const base = {
+    level: options.level,
+    base: undefined,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+  };
+  if (options.destination) return pino(base, options.destination);
+  if (options.pretty ?? isTty) {
+    return pino(base, pretty({ colorize: true, destination: fd, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' }));
+  }
+  return pino(base, pino.destination({ fd, sync: true }));
+}
