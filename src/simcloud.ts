@@ -1,6 +1,6 @@
 // A simulated Hmarex cloud on loopback, answering as the documented API does (DRF envelopes,
 // Token auth, pagination), with switchable failures. `demo`, the tests and the benchmark use it.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
@@ -35,13 +35,18 @@ export interface SimCounters {
   unauthorized: number;
 }
 
+const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
 export const SIM_EMAIL = 'demo@example.com';
 export const SIM_PASSWORD = 'demo-password';
 
 /** A plausible thermostat record, as public client code shows them. */
 export function simDevice(index: number, overrides: Partial<SimDevice> = {}): SimDevice {
   const sn = `1100150010434B583635${String(index).padStart(10, '0')}`;
-  const key = randomBytes(12).toString('base64').replace(/[^A-Za-z0-9]/g, 'A').slice(0, 16).toUpperCase();
+  // Deterministic, so a run can be checked against an independent computation; base32 letters,
+  // so both key encodings accept it.
+  const digest = createHash('sha256').update(`sim-key-${index}`).digest();
+  const key = [...digest.subarray(0, 16)].map((byte) => BASE32[byte % 32]).join('');
   return {
     id: 18800 + index,
     sn,
