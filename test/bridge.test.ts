@@ -75,7 +75,9 @@ describe('bridge: topics, payloads and discovery', () => {
     assert.equal(payload.period, 30);
     assert.equal(payload.digits, 9);
     assert.equal(m.retain, false, 'live delivery');
-    assert.ok(m.expiry !== undefined && m.expiry > 0 && m.expiry <= 30, `message expiry ${m.expiry} within the window`);
+    // MQTT 5 expiry: the seconds left in the window when it was published.
+    const left = (Date.parse(payload.valid_until as string) - m.at) / 1000;
+    assert.ok(m.expiry !== undefined && m.expiry >= Math.floor(left) && m.expiry <= Math.ceil(left) + 1, `message expiry ${m.expiry} for ${left} s left`);
   });
 
   it('sends device-based discovery with device, origin, availability and the TOTP sensor', () => {
