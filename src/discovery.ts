@@ -197,7 +197,7 @@ export function bridgeDiscovery(ctx: DiscoveryContext): DiscoveryPayload {
         name: 'Refresh devices',
         availability: [{ topic: ctx.topics.state }],
         command_topic: ctx.topics.requestRefresh,
-        payload_press: '',
+        payload_press: 'refresh',
       },
     },
   };
