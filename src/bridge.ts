@@ -66,6 +66,7 @@ export class Bridge {
   private retryTimer: unknown = null;
   private birthTimer: unknown = null;
   private lastRequestAt = -Infinity;
+  private ignoredRequests = 0;
   private publishedCounter: number | null = null;
   private readback: { nonce: string; seen: Set<string>; done: () => void } | null = null;
   private orphansSeen = new Set<string>();
@@ -291,9 +292,12 @@ export class Bridge {
       const now = this.clock.now();
       const minInterval = this.options.requestMinIntervalMs ?? 10_000;
       if (now - this.lastRequestAt < minInterval) {
-        this.logger.info('refresh request ignored: the last one was less than %d s ago', Math.round(minInterval / 1000));
+        // One line per interval at info: a flood of requests must not become a flood of log lines.
+        this.ignoredRequests += 1;
+        this.logger[this.ignoredRequests === 1 ? 'info' : 'debug']('refresh request ignored: the last one was less than %d s ago', Math.round(minInterval / 1000));
         return;
       }
+      this.ignoredRequests = 0;
       this.lastRequestAt = now;
       this.logger.info('refresh requested over MQTT');
       void this.refresh('request');

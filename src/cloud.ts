@@ -1,7 +1,7 @@
 // The Hmarex cloud client: login, the paginated device list, one shared re-login when the token
 // stops working. Every answer is untrusted: size, time, host and shape are checked at this edge.
 import { Agent, request, type Dispatcher } from 'undici';
-import { dedupeBySerial, parseDevicePage, type DeviceRecord } from './devices.js';
+import { dedupeBySerial, parseDevicePage, printable, type DeviceRecord } from './devices.js';
 
 export type CloudErrorKind = 'auth_failed' | 'unavailable' | 'rate_limited' | 'bad_response';
 
@@ -82,6 +82,8 @@ function networkErrorText(error: unknown): string {
 
 export class CloudClient {
   private token: string | null = null;
+  /** Kept only so that an error text echoing it can be recognised and dropped. */
+  private previousToken: string | null = null;
   private loginInFlight: Promise<string> | null = null;
   private readonly base: URL;
   private readonly dispatcher: Dispatcher;
@@ -151,7 +153,7 @@ export class CloudClient {
       const fresh = await this.renewToken(token);
       response = await this.send('device', url, 'GET', fresh);
       if (response.status === 401 || response.status === 403) {
-        this.token = null;
+        this.forgetToken();
         throw new CloudError('auth_failed', `${what}: HTTP ${response.status} even with a fresh token; the account may lack access`);
       }
     }
@@ -164,11 +166,16 @@ export class CloudClient {
    */
   private renewToken(stale: string | null): Promise<string> {
     if (this.token !== null && this.token !== stale) return Promise.resolve(this.token);
-    this.token = null;
+    this.forgetToken();
     this.loginInFlight ??= this.login().finally(() => {
       this.loginInFlight = null;
     });
     return this.loginInFlight;
+  }
+
+  private forgetToken(): void {
+    this.previousToken = this.token ?? this.previousToken;
+    this.token = null;
   }
 
   private async login(): Promise<string> {
@@ -195,9 +202,10 @@ export class CloudClient {
       const first = typeof parsed === 'object' && parsed !== null ? Object.values(parsed)[0] : undefined;
       const text = Array.isArray(first) ? first[0] : first;
       if (typeof text !== 'string') return '';
-      const clean = text.replace(/[^\x20-\x7e]/g, '?').slice(0, 120);
-      const secrets = [this.options.password, this.options.email, this.token ?? ''].filter((s) => s.length > 0);
-      return secrets.some((s) => clean.includes(s)) ? '' : `: ${clean}`;
+      // Checked on the whole text: a cut could leave half a secret behind.
+      const secrets = [this.options.password, this.options.email, this.token, this.previousToken];
+      if (secrets.some((s) => s && text.includes(s))) return '';
+      return `: ${printable(text, 120)}`;
     } catch {
       return '';
     }
@@ -215,7 +223,7 @@ export class CloudClient {
       return JSON.parse(response.body.toString('utf8')) as unknown;
     } catch {
       const type = header(response.headers, 'content-type') ?? 'no content type';
-      throw new CloudError('bad_response', `${what}: the answer is not JSON (${type.split(';')[0]})`);
+      throw new CloudError('bad_response', `${what}: the answer is not JSON (${printable(type.split(';')[0], 60)})`);
     }
   }
 

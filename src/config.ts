@@ -1,15 +1,43 @@
 // Settings: one convict schema, a YAML or JSON file, every key overridable from the environment.
 // A bad configuration is reported whole: every problem named, then exit 2.
-import { randomBytes } from 'node:crypto';
+import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import convict from 'convict';
 import { validate as validateCron } from 'node-cron';
 import YAML from 'yaml';
 import type { KeyEncoding, TotpAlgorithm, TotpEpoch } from './totp.js';
 
+/** Where `text` has a parse error at `offset`, as a person counts: line and column from 1. */
+function position(text: string, offset: number): string {
+  const before = text.slice(0, offset).split('\n');
+  return `line ${before.length}, column ${before[before.length - 1].length + 1}`;
+}
+
+// The parsers' own messages may quote the file's text, which can hold a password: only the
+// kind of error and its position are passed on.
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    const at = /position (\d+)/.exec((error as Error).message);
+    throw new Error(`not valid JSON${at ? ` at ${position(text, Number(at[1]))}` : ''}`);
+  }
+}
+
+function parseYaml(text: string): unknown {
+  try {
+    return YAML.parse(text, { logLevel: 'error' }) as unknown;
+  } catch (error) {
+    // YAMLParseError's first line is a fixed text plus the position, without the source;
+    // logLevel 'error' keeps warnings (which quote the source) off stderr.
+    throw new Error(error instanceof YAML.YAMLParseError ? error.message.split('\n')[0].replace(/:$/, '') : 'not valid YAML');
+  }
+}
+
 convict.addParser([
-  { extension: ['yaml', 'yml'], parse: (text: string) => YAML.parse(text) as unknown },
-  { extension: 'json', parse: (text: string) => JSON.parse(text) as unknown },
+  { extension: ['yaml', 'yml'], parse: parseYaml },
+  { extension: ['json', '*'], parse: parseJson },
 ]);
 
 function urlFormat(protocols: string[]) {
@@ -174,11 +202,19 @@ export function resolveConfigFile(options: LoadOptions): string | null {
   return existsSync(fallback) ? fallback : null;
 }
 
-/** convict names a bad value in its message; a secret's value must not be repeated. */
-function scrubSecrets(problem: string, secrets: string[]): string {
-  let text = problem;
-  for (const secret of secrets) if (secret) text = text.split(secret).join('********');
-  return text;
+const MASK = '********';
+const VALUE_WAS = ': value was ';
+
+/**
+ * convict quotes a bad value after "value was" (never for the secret settings themselves): that
+ * part is left out when it holds a password, or a URL with a password in it.
+ */
+function scrubProblem(problem: string, secrets: string[]): string {
+  const at = problem.indexOf(VALUE_WAS);
+  if (at < 0) return problem;
+  const value = problem.slice(at + VALUE_WAS.length);
+  const secret = /:\/\/[^/\s"]*@/.test(value) || secrets.some((s) => s !== '' && value.includes(s));
+  return secret ? `${problem.slice(0, at)} (the value is not shown: it holds a password)` : problem;
 }
 
 function readSecretFile(path: string, key: string, problems: string[]): string {
@@ -209,7 +245,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     config.validate({ allowed: 'strict' });
   } catch (error) {
     for (const line of (error as Error).message.split('\n')) {
-      if (line.trim() !== '') problems.push(scrubSecrets(line.trim(), secrets));
+      if (line.trim() !== '') problems.push(scrubProblem(line.trim(), secrets));
     }
   }
   const settings = config.getProperties() as unknown as Settings;
@@ -227,13 +263,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
       problems.push('hmarex.password: required (or hmarex.password_file; env HMAREX_PASSWORD / HMAREX_PASSWORD_FILE)');
     }
   }
-  for (const key of ['ca', 'cert', 'key'] as const) {
-    const path = settings.mqtt.tls[key];
-    if (path && !existsSync(path)) problems.push(`mqtt.tls.${key}: file ${JSON.stringify(path)} does not exist`);
-  }
-  if (Boolean(settings.mqtt.tls.cert) !== Boolean(settings.mqtt.tls.key)) {
-    problems.push('mqtt.tls.cert and mqtt.tls.key: give both or neither');
-  }
+  problems.push(...tlsProblems(settings.mqtt.tls));
   if (settings.hmarex.retry_min_ms > settings.hmarex.retry_max_ms) {
     problems.push('hmarex.retry_min_ms: must not exceed hmarex.retry_max_ms');
   }
@@ -241,27 +271,96 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     problems.push('mqtt.reconnect_min_ms: must not exceed mqtt.reconnect_max_ms');
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  if (file && (settings.hmarex.password || settings.mqtt.password) && fileHoldsSecret(file)) {
+  if (file && fileHoldsSecret(file)) {
     const mode = statSync(file).mode;
     if (mode & 0o044) {
       warnings.push(
-        `config file ${file} holds a password and can be read by other users (mode ${(mode & 0o777).toString(8)}): chmod 600 it, or use hmarex.password_file`,
+        `config file ${file} holds a password and can be read by other users (mode ${(mode & 0o777).toString(8)}): chmod 600 it, or use hmarex.password_file / mqtt.password_file`,
       );
     }
   }
+  warnings.push(...tlsWarnings(settings.mqtt));
   if (!settings.mqtt.client_id) settings.mqtt.client_id = `hmarex2mqtt_${randomBytes(4).toString('hex')}`;
   return { settings, file, warnings };
 }
 
+/** Whether the file itself sets a non-empty password (not the environment or a password file). */
 function fileHoldsSecret(file: string): boolean {
-  return /^\s*password\s*[:=]|"password"\s*:/m.test(readFileSync(file, 'utf8'));
+  const text = readFileSync(file, 'utf8');
+  const parsed = /\.ya?ml$/i.test(file) ? parseYaml(text) : parseJson(text);
+  return SECRET_KEYS.some((key) => {
+    const value = key.split('.').reduce<unknown>((node, part) => (typeof node === 'object' && node !== null ? (node as Record<string, unknown>)[part] : undefined), parsed);
+    return value !== undefined && value !== null && value !== '';
+  });
+}
+
+/** TLS files are read here, so that a wrong one is a named configuration problem, not a crash. */
+function tlsProblems(tls: Settings['mqtt']['tls']): string[] {
+  const problems: string[] = [];
+  const read = (key: 'ca' | 'cert' | 'key', check: (pem: Buffer) => unknown, what: string): Buffer | null => {
+    const path = tls[key];
+    if (!path) return null;
+    let pem: Buffer;
+    try {
+      pem = readFileSync(path);
+    } catch (error) {
+      problems.push(`mqtt.tls.${key}: cannot read ${JSON.stringify(path)} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+      return null;
+    }
+    try {
+      check(pem);
+      return pem;
+    } catch {
+      problems.push(`mqtt.tls.${key}: ${JSON.stringify(path)} is not ${what}`);
+      return null;
+    }
+  };
+  read('ca', (pem) => new X509Certificate(pem), 'a PEM certificate');
+  const cert = read('cert', (pem) => new X509Certificate(pem), 'a PEM certificate');
+  const key = read('key', (pem) => createPrivateKey(pem), 'an unencrypted PEM private key');
+  if (Boolean(tls.cert) !== Boolean(tls.key)) {
+    problems.push('mqtt.tls.cert and mqtt.tls.key: give both or neither');
+  } else if (cert && key) {
+    try {
+      createSecureContext({ cert, key });
+    } catch {
+      problems.push('mqtt.tls.key: this key does not belong to the certificate in mqtt.tls.cert');
+    }
+  }
+  return problems;
+}
+
+function tlsWarnings(mqtt: Settings['mqtt']): string[] {
+  const encrypted = /^(mqtts|wss):/.test(mqtt.url);
+  const warnings: string[] = [];
+  if (!encrypted && (mqtt.tls.ca || mqtt.tls.cert || mqtt.tls.servername)) {
+    warnings.push('mqtt.tls settings are ignored: mqtt.url does not use TLS (mqtts:// or wss://)');
+  }
+  if (encrypted && !mqtt.tls.reject_unauthorized) {
+    warnings.push('mqtt.tls.reject_unauthorized is false: the broker certificate is not checked, so anyone on the path can pose as the broker and read the codes');
+  }
+  return warnings;
+}
+
+/** A URL's password (`scheme://user:password@host`) masked. */
+function maskUrl(value: string): string {
+  try {
+    const url = new URL(value);
+    if (!url.password) return value;
+    url.password = MASK;
+    return url.toString();
+  } catch {
+    return value;
+  }
 }
 
 /** The effective settings with every secret masked, for `check-config`. */
 export function maskedSettings(settings: Settings): Settings {
   const copy = structuredClone(settings);
-  if (copy.hmarex.password) copy.hmarex.password = '********';
-  if (copy.mqtt.password) copy.mqtt.password = '********';
+  if (copy.hmarex.password) copy.hmarex.password = MASK;
+  if (copy.mqtt.password) copy.mqtt.password = MASK;
+  copy.hmarex.url = maskUrl(copy.hmarex.url);
+  copy.mqtt.url = maskUrl(copy.mqtt.url);
   return copy;
 }
 

@@ -22,6 +22,9 @@ export interface DevicePage {
 /** Serial numbers become topic segments and discovery ids, so only these characters pass. */
 const SAFE_SN = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** `bridge` names the bridge's own topics and discovery id (`<base>/bridge/info`, `hmarex2mqtt_bridge`). */
+export const RESERVED_SN = 'bridge';
+
 export function isSafeSegment(value: string): boolean {
   return SAFE_SN.test(value);
 }
@@ -30,11 +33,15 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Untrusted text made safe for a log line: printable ASCII, at most `max` characters. */
+export function printable(text: string, max: number): string {
+  const clean = text.replace(/[^\x20-\x7e]/g, '?');
+  return clean.length > max ? `${clean.slice(0, max - 3)}...` : clean;
+}
+
 /** A short, printable description of an untrusted value for log messages. */
 export function describeValue(value: unknown): string {
-  const text = typeof value === 'string' ? JSON.stringify(value) : String(JSON.stringify(value));
-  const printable = text.replace(/[^\x20-\x7e]/g, '?');
-  return printable.length > 40 ? `${printable.slice(0, 37)}...` : printable;
+  return printable(typeof value === 'string' ? JSON.stringify(value) : String(JSON.stringify(value)), 40);
 }
 
 function recordLabel(raw: Record<string, unknown>, index: number): string {
@@ -50,13 +57,16 @@ export function parseDevice(raw: unknown, index: number): DeviceRecord | string 
   const label = recordLabel(raw, index);
   const { totp_key: totpKey, ...meta } = raw;
   const sn = typeof raw.sn === 'number' ? String(raw.sn) : raw.sn;
-  if (typeof sn !== 'string' || sn.length === 0) return `${label} skipped: no sn`;
+  if (sn === undefined || sn === null || sn === '') return `${label} skipped: no sn`;
+  if (typeof sn !== 'string') return `${label} skipped: sn is neither text nor a number`;
   if (!isSafeSegment(sn)) {
     return `${label} skipped: sn may only hold letters, digits, '_' and '-' (at most 64)`;
   }
-  if (typeof totpKey !== 'string' || totpKey.length === 0) {
-    return `${label} skipped: no usable totp_key`;
-  }
+  if (sn === RESERVED_SN) return `${label} skipped: sn "${RESERVED_SN}" would clash with the bridge's own topics`;
+  // The key is never quoted, only what is wrong with it.
+  if (totpKey === undefined || totpKey === null) return `${label} skipped: no usable totp_key (missing)`;
+  if (typeof totpKey !== 'string') return `${label} skipped: no usable totp_key (not text)`;
+  if (totpKey === '') return `${label} skipped: no usable totp_key (empty)`;
   const id = typeof raw.id === 'number' || typeof raw.id === 'string' ? raw.id : null;
   const name = typeof raw.name === 'string' && raw.name.trim() !== '' ? raw.name : sn;
   return { id, sn, name, totpKey, meta: { ...meta, sn } };

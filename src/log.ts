@@ -5,23 +5,10 @@ import pretty from 'pino-pretty';
 
 export type { Logger };
 
-export const REDACT_PATHS = [
-  'password',
-  '*.password',
-  'token',
-  '*.token',
-  'access_token',
-  '*.access_token',
-  'totp_key',
-  '*.totp_key',
-  '*.*.totp_key',
-  'totpKey',
-  '*.totpKey',
-  'authorization',
-  '*.authorization',
-  'headers.authorization',
-  '*.headers.authorization',
-];
+/** Secret property names, redacted up to three levels deep (e.g. `settings.hmarex.password`). */
+const SECRET_FIELDS = ['password', 'token', 'access_token', 'totp_key', 'totpKey', 'authorization'];
+
+export const REDACT_PATHS = SECRET_FIELDS.flatMap((field) => [field, `*.${field}`, `*.*.${field}`, `*.*.*.${field}`]);
 
 export interface LoggerOptions {
   level: string;

@@ -55,8 +55,19 @@ export function describeMqttError(error: Error & { code?: string | number }, url
       return `TLS: the certificate of broker ${where} has expired`;
     case 'EPROTO':
       return `TLS handshake with broker ${where} failed (does the broker speak TLS on that port? is mqtts:// right?)`;
-    default:
-      return `broker ${where}: ${error.message}`;
+    case 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED':
+      return `TLS: broker ${where} wants a client certificate (set mqtt.tls.cert and mqtt.tls.key)`;
+    case 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA':
+    case 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE':
+    case 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN':
+      return `TLS: broker ${where} did not accept our client certificate (is mqtt.tls.cert signed by a CA the broker trusts?)`;
+    case 'ECONNRESET':
+      return `broker ${where} closed the connection at once (does mqtt.url's mqtt:// or mqtts:// match what the broker speaks on that port?)`;
+    default: {
+      // OpenSSL's own text ("...:SSL routines:ssl3_read_bytes:<reason>:../deps/...") cut to its reason.
+      const ssl = /SSL routines:[^:]*:([^:]+)/.exec(error.message);
+      return ssl ? `TLS with broker ${where} failed: ${ssl[1]}` : `broker ${where}: ${error.message}`;
+    }
   }
 }
 

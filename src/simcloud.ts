@@ -79,6 +79,8 @@ export class SimCloud {
   /** Rewrites a device-list page before it is sent, for hostile answers. */
   pageHook: ((page: Record<string, unknown>, pageNumber: number) => unknown) | null = null;
   private readonly tokens = new Set<string>();
+  /** Every token ever handed out, revoked ones too: tests search logs and payloads for them. */
+  readonly issuedTokens: string[] = [];
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private readonly waiters: Array<() => void> = [];
@@ -197,6 +199,7 @@ export class SimCloud {
     }
     const token = randomBytes(20).toString('hex');
     this.tokens.add(token);
+    this.issuedTokens.push(token);
     this.send(res, 200, { access_token: token, user_name: 'myterneo', is_timezone_chosen: true });
   }
 

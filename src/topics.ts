@@ -1,6 +1,6 @@
 // Topic names and non-discovery payloads: pure. Serial numbers reaching here have passed
 // isSafeSegment, so no device data can widen a topic.
-import type { DeviceRecord, Metadata } from './devices.js';
+import { RESERVED_SN, isSafeSegment, type DeviceRecord, type Metadata } from './devices.js';
 import type { Code, TotpSettings } from './totp.js';
 
 export interface Topics {
@@ -33,12 +33,15 @@ export function buildTopics(base: string, discoveryPrefix: string, haStatus: str
   };
 }
 
-/** `base/<sn>/info` -> sn, or null for other topics (the bridge's own among them). */
+/**
+ * `base/<sn>/info` -> sn, or null for other topics (the bridge's own among them). Anyone on the
+ * broker can publish there: only a serial number that could be ours is taken.
+ */
 export function serialFromInfoTopic(base: string, topic: string): string | null {
   const prefix = `${base}/`;
   if (!topic.startsWith(prefix) || !topic.endsWith('/info')) return null;
   const sn = topic.slice(prefix.length, -'/info'.length);
-  return sn === 'bridge' || sn.includes('/') ? null : sn;
+  return sn !== RESERVED_SN && isSafeSegment(sn) ? sn : null;
 }
 
 export interface TotpPayload {
