@@ -41,7 +41,19 @@ export function printable(text: string, max: number): string {
 
 /** A short, printable description of an untrusted value for log messages. */
 export function describeValue(value: unknown): string {
-  return printable(typeof value === 'string' ? JSON.stringify(value) : String(JSON.stringify(value)), 40);
+  if (Array.isArray(value)) return '(a list)';
+  if (typeof value === 'object' && value !== null) return '(an object)';
+  return printable(typeof value === 'string' ? JSON.stringify(value) : String(value), 40);
+}
+
+/** Records nest a few levels; far deeper ones would overflow the stack when serialised. */
+const MAX_DEPTH = 32;
+
+/** Whether `value` nests deeper than `levels`; the recursion stops there, so it cannot overflow. */
+function nestsDeeperThan(value: unknown, levels: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (levels === 0) return true;
+  return Object.values(value).some((child) => nestsDeeperThan(child, levels - 1));
 }
 
 function recordLabel(raw: Record<string, unknown>, index: number): string {
@@ -55,6 +67,7 @@ function recordLabel(raw: Record<string, unknown>, index: number): string {
 export function parseDevice(raw: unknown, index: number): DeviceRecord | string {
   if (!isObject(raw)) return `device record #${index} is not an object`;
   const label = recordLabel(raw, index);
+  if (nestsDeeperThan(raw, MAX_DEPTH)) return `${label} skipped: nested more than ${MAX_DEPTH} levels deep`;
   const { totp_key: totpKey, ...meta } = raw;
   const sn = typeof raw.sn === 'number' ? String(raw.sn) : raw.sn;
   if (sn === undefined || sn === null || sn === '') return `${label} skipped: no sn`;

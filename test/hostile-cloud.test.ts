@@ -122,6 +122,24 @@ describe('hostile cloud: answers refused whole', () => {
     await refused(() => (rig.cloud.loginFault = html()), /^login: the answer is not JSON \(text\/html\)$/);
   });
 
+  it('a record nested 100,000 levels deep is skipped, the others are served', async () => {
+    await rig.bridge.refresh('request'); // logged in again: the fault below is for the device list
+    const known = rig.bridge.deviceRecords.map((d) => d.meta);
+    const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+    const record = `{"id":27,"sn":"DEEP27","totp_key":"AAAAAAAAAAAAAAAA","data":{"x":${deep}}}`;
+    rig.cloud.fault = { kind: 'body', body: `{"count":4,"next":null,"results":[${known.map((m) => JSON.stringify(m).replace(/}$/, ',"totp_key":"KEYKEYKEYKEYKEYK"}')).join(',')},${record}]}` };
+    const logFrom = rig.log.lines.length;
+    try {
+      await rig.bridge.refresh('request');
+    } finally {
+      rig.cloud.fault = { kind: 'none' };
+    }
+    assert.equal(rig.bridge.info.cloud, 'online', String(rig.bridge.info.last_error));
+    assert.deepEqual(rig.bridge.deviceRecords.map((d) => d.sn), known.map((m) => m.sn));
+    const warnings = rig.log.lines.slice(logFrom).map((l) => String(JSON.parse(l).msg));
+    assert.ok(warnings.some((w) => /id 27, sn "DEEP27" skipped: nested more than 32 levels deep/.test(w)), warnings.join('\n'));
+  });
+
   it('through all of it, the codes went on and the bridge recovers at the next good answer', async () => {
     const from = sub.messages.length;
     for (const sn of rig.bridge.deviceRecords.map((d) => d.sn)) {
