@@ -280,6 +280,10 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     }
   }
   warnings.push(...tlsWarnings(settings.mqtt));
+  const cloud = new URL(settings.hmarex.url);
+  if (cloud.protocol === 'http:' && !isLoopback(cloud.hostname)) {
+    warnings.push(`hmarex.url uses http://: the account password and token cross the network unencrypted to ${cloud.host}; use https://`);
+  }
   if (!settings.mqtt.client_id) settings.mqtt.client_id = `hmarex2mqtt_${randomBytes(4).toString('hex')}`;
   return { settings, file, warnings };
 }
@@ -328,6 +332,10 @@ function tlsProblems(tls: Settings['mqtt']['tls']): string[] {
     }
   }
   return problems;
+}
+
+function isLoopback(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 
 function tlsWarnings(mqtt: Settings['mqtt']): string[] {

@@ -203,6 +203,12 @@ describe('secrets: settings, check-config and error messages', () => {
     assert.deepEqual(hits(result.stderr + result.stdout, [secret]), []);
   });
 
+  it('warns when the account password would cross the network unencrypted', () => {
+    const warnings = (url: string) => loadConfig({ file: false, env: { HMAREX_EMAIL: 'a@b.c', HMAREX_PASSWORD: 'x', HMAREX_URL: url } }).warnings.join('\n');
+    assert.match(warnings('http://cloud.example.invalid/api/'), /hmarex\.url uses http:\/\/: the account password and token cross the network unencrypted to cloud\.example\.invalid; use https:\/\//);
+    for (const quiet of ['https://my.hmarex.com/api/', 'http://127.0.0.1:8080/api/', 'http://localhost/api/', 'http://[::1]:8080/api/']) assert.equal(warnings(quiet), '', quiet);
+  });
+
   it('warns about a config file with a password that others can read, only then', () => {
     const withPassword = `hmarex:\n  email: a@b.c\n  password: ${secret}\n`;
     const open = loadConfig({ file: configFile('config.yaml', withPassword, 0o644), env: {} });
