@@ -11,7 +11,7 @@ import { Recorder, startRig, type Rig } from './helpers.js';
 const BASE = 'hmarex2mqtt';
 const HTML = '<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>';
 
-describe('hostile cloud: answers refused whole', () => {
+describe('hostile cloud: answers refused whole', { timeout: 60_000 }, () => {
   let rig: Rig;
   let sub: Recorder;
   /** A server on another port: a `next` link pointing here must never be followed. */
@@ -154,7 +154,7 @@ describe('hostile cloud: answers refused whole', () => {
   });
 });
 
-describe('hostile cloud: bad records beside good ones', () => {
+describe('hostile cloud: bad records beside good ones', { timeout: 30_000 }, () => {
   const good = [simDevice(1), simDevice(2), simDevice(3)];
   const weird = [
     // Accepted: wrong types and missing fields where they do not matter.
