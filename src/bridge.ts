@@ -2,6 +2,7 @@
 // retained topics in step with the account.
 import { randomBytes } from 'node:crypto';
 import type { IClientPublishOptions } from 'mqtt';
+import type { Dispatcher } from 'undici';
 import { DeviceCache } from './cache.js';
 import { CLOCK_SKEW_WARN_MS, CloudClient, CloudError } from './cloud.js';
 import type { Settings } from './config.js';
@@ -27,6 +28,19 @@ export interface BridgeOptions {
   requestMinIntervalMs?: number;
   /** Longest wait for the broker to hand back our retained topics at each connect. */
   readbackTimeoutMs?: number;
+  /** The cloud client's connections, for tests that inject network failures (DNS, ...). */
+  cloudDispatcher?: Dispatcher;
+}
+
+/** Codes handed to mqtt.js in one go at a boundary; see publishCodes. */
+const PUBLISH_SLICE = 250;
+
+/**
+ * A code handed to the broker this close to the end of its window could reach subscribers after
+ * it: outside the boundary path, such a code is not sent (the next window's follows shortly).
+ */
+function lateGuardMs(periodS: number): number {
+  return Math.min(250, (periodS * 1000) / 8);
 }
 
 interface LiveDevice {
@@ -62,9 +76,12 @@ export class Bridge {
   private lastError: string | null = null;
   private cacheSavedAt: Date | null = null;
   private clockSkewMs: number | null = null;
+  /** The skew last warned of, so that a steady one is not logged at every request. */
+  private loggedSkewMs: number | null = null;
   private refreshing: Promise<void> | null = null;
   private retryTimer: unknown = null;
   private birthTimer: unknown = null;
+  private prepareTimer: unknown = null;
   private lastRequestAt = -Infinity;
   private ignoredRequests = 0;
   private publishedCounter: number | null = null;
@@ -89,6 +106,7 @@ export class Bridge {
       password: hmarex.password,
       timeoutMs: hmarex.timeout_ms,
       now: () => this.clock.now(),
+      dispatcher: options.cloudDispatcher,
       hooks: {
         request: (endpoint, outcome) => this.metrics.cloudRequest(endpoint, outcome),
         login: () => this.metrics.logins.inc(),
@@ -118,6 +136,7 @@ export class Bridge {
     this.schedule?.stop();
     this.clock.clearTimeout(this.retryTimer);
     this.clock.clearTimeout(this.birthTimer);
+    this.clock.clearTimeout(this.prepareTimer);
     const last = [
       { topic: this.topics.state, payload: 'offline', options: { retain: true, qos: 1 as const } },
       // A code published now would be stale soon after we are gone: take the retained ones away.
@@ -155,8 +174,14 @@ export class Bridge {
       last_refresh: this.lastRefresh?.toISOString() ?? null,
       last_error: this.lastError,
       clock_skew_s: this.clockSkewMs === null ? null : Math.round(this.clockSkewMs / 1000),
+      clock_warning: this.clockWarning(),
       cache_saved_at: this.cacheSavedAt?.toISOString() ?? null,
     };
+  }
+
+  /** Listeners held by the MQTT connection, for leak checks over long runs. */
+  get mqttListenerCount(): number {
+    return this.publisher?.listenerTotal ?? 0;
   }
 
   /** The thermostats being served, for `codes` and tests. */
@@ -186,7 +211,7 @@ export class Bridge {
     });
     publisher.on('connect', () => void this.onConnect());
     publisher.on('disconnect', () => this.logger.warn('lost the MQTT broker; codes are dropped until it is back'));
-    publisher.on('message', (topic, payload) => this.onMessage(topic, payload));
+    publisher.on('message', (topic, payload, retained) => this.onMessage(topic, payload, retained));
     return publisher;
   }
 
@@ -201,7 +226,6 @@ export class Bridge {
 
   private async onConnect(): Promise<void> {
     if (this.mqtt.reconnects > 0) this.metrics.reconnects.inc();
-    this.mqtt.publish(this.topics.state, 'online', { retain: true, qos: 1 });
     this.publishAll();
     try {
       await this.mqtt.subscribe([this.topics.requestFilter, this.topics.haStatus]);
@@ -211,12 +235,16 @@ export class Bridge {
     }
   }
 
-  /** Everything a subscriber needs, as after a broker restart that lost retained messages. */
+  /**
+   * Everything a subscriber needs, as after a broker restart that lost retained messages:
+   * availability and discovery first, then the states, as Home Assistant advises.
+   */
   private publishAll(): void {
-    this.publishBridge();
+    this.mqtt.publish(this.topics.state, 'online', { retain: true, qos: 1 });
     if (this.settings.homeassistant.discovery) {
       this.publishJson(this.topics.discovery(BRIDGE_OBJECT_ID), bridgeDiscovery(this.discoveryCtx));
     }
+    this.publishBridge();
     for (const device of this.devices.values()) {
       device.discoveryJson = null;
       this.publishDevice(device, true);
@@ -255,26 +283,48 @@ export class Bridge {
 
   private onWindow(window: Window): void {
     this.publishCodes(window);
-    // The next window's payloads are computed now, off the boundary's hot path.
-    setImmediate(() => this.prepare(windowAt(window.validUntilMs, this.totp)));
+    // The next window's payloads are made in mid-window: off the boundary, and not while this
+    // boundary's codes are still on their way (their broker and subscribers need the CPU then).
+    this.clock.clearTimeout(this.prepareTimer);
+    if (this.devices.size === 0) return;
+    this.prepareTimer = this.clock.setTimeout(() => {
+      this.prepareTimer = null;
+      this.prepare(windowAt(window.validUntilMs, this.totp));
+    }, (window.validUntilMs - window.validFromMs) / 2);
   }
 
   private publishCodes(window: Window): void {
     if (!this.publisher?.connected || this.devices.size === 0) return;
     const now = this.clock.now();
+    if (window.validUntilMs - now < lateGuardMs(this.totp.period)) return;
     const options: IClientPublishOptions = this.mqtt.publishOptions({ retain: true, qos: 0, expirySeconds: (window.validUntilMs - now) / 1000 });
-    for (const device of this.devices.values()) {
-      const payload = device.prepared?.counter === window.counter ? device.prepared.payload : this.payloadFor(device, window);
-      this.mqtt.publishPrepared(device.totpTopic, payload, options);
-    }
+    const devices = [...this.devices.values()];
+    // mqtt.js holds every write back until the current callback returns: in slices, the first
+    // codes are on their way while the later ones are still being handed over.
+    const publishFrom = (start: number): void => {
+      if (this.stopped) return;
+      const end = Math.min(devices.length, start + PUBLISH_SLICE);
+      for (let i = start; i < end; i += 1) {
+        const device = devices[i];
+        const payload = device.prepared?.counter === window.counter ? device.prepared.payload : this.payloadFor(device, window);
+        this.mqtt.publishPrepared(device.totpTopic, payload, options);
+      }
+      if (end < devices.length) setImmediate(publishFrom, end);
+      else this.metrics.publishLag.observe(Math.max(0, this.clock.now() - window.validFromMs) / 1000);
+    };
+    publishFrom(0);
     this.publishedCounter = window.counter;
-    this.metrics.codesPublished.inc(this.devices.size);
-    this.metrics.publishLag.observe(Math.max(0, this.clock.now() - window.validFromMs) / 1000);
+    this.metrics.codesPublished.inc(devices.length);
   }
 
   private prepare(window: Window): void {
+    // The window's part of the JSON is made once, by totpPayload (the one definition of the
+    // format); only serial and code differ. Serials are safe segments: nothing to escape.
+    const template = JSON.stringify(totpPayload('<sn>', { ...window, auth: '<auth>' }, this.totp));
     for (const device of this.devices.values()) {
-      device.prepared = { counter: window.counter, payload: this.payloadFor(device, window) };
+      const auth = device.generator.codeFor(window).auth;
+      const text = template.replace('<sn>', () => device.record.sn).replace('<auth>', () => auth);
+      device.prepared = { counter: window.counter, payload: Buffer.from(text) };
     }
   }
 
@@ -282,10 +332,12 @@ export class Bridge {
     return Buffer.from(JSON.stringify(totpPayload(device.record.sn, device.generator.codeFor(window), this.totp)));
   }
 
-  private onMessage(topic: string, payload: Buffer): void {
+  private onMessage(topic: string, payload: Buffer, retained: boolean): void {
     if (this.readback && this.noteRetained(topic, payload)) return;
     if (topic === this.topics.haStatus) {
-      if (payload.toString() === 'online') this.onHomeAssistantBirth();
+      // A retained `online` comes back at every (re)subscribe: it is an old birth, already
+      // answered by the re-send that every connect makes.
+      if (payload.toString() === 'online' && !retained) this.onHomeAssistantBirth();
       return;
     }
     if (topic === this.topics.requestRefresh) {
@@ -323,19 +375,25 @@ export class Bridge {
    * account while we were away. A marker sent after subscribing tells when the broker is done.
    */
   private async readBack(): Promise<void> {
-    const nonce = randomBytes(8).toString('hex');
     const filters = [this.topics.discoveryFilter, this.topics.deviceInfoFilter, this.readbackTopic];
-    const done = new Promise<void>((resolve) => {
-      this.readback = { nonce, seen: new Set(), done: resolve };
+    const readback = { nonce: randomBytes(8).toString('hex'), seen: new Set<string>(), done: () => {} };
+    let timer: unknown = null;
+    const finished = new Promise<void>((resolve) => {
+      readback.done = resolve;
+      timer = this.clock.setTimeout(resolve, this.options.readbackTimeoutMs ?? 5000);
     });
-    const timeout = new Promise<void>((resolve) => this.clock.setTimeout(resolve, this.options.readbackTimeoutMs ?? 5000));
-    await this.mqtt.subscribe(filters);
-    this.mqtt.publish(this.readbackTopic, nonce, { qos: 0 });
-    await Promise.race([done, timeout]);
-    const seen = this.readback?.seen ?? new Set<string>();
-    this.readback = null;
-    await this.mqtt.unsubscribe(filters);
-    for (const sn of seen) this.orphansSeen.add(sn);
+    this.readback = readback;
+    try {
+      await this.mqtt.subscribe(filters);
+      this.mqtt.publish(this.readbackTopic, readback.nonce, { qos: 0 });
+      await finished;
+      // After a reconnect meanwhile, the filters belong to the newer read-back: leave them.
+      if (this.readback === readback) await this.mqtt.unsubscribe(filters);
+    } finally {
+      this.clock.clearTimeout(timer);
+      if (this.readback === readback) this.readback = null;
+    }
+    for (const sn of readback.seen) this.orphansSeen.add(sn);
     this.clearOrphans();
   }
 
@@ -406,7 +464,7 @@ export class Bridge {
     // Honour Retry-After, but never wait more than an hour on the cloud's word.
     const delay = Math.max(backoff, Math.min(cloudError.retryAfterMs ?? 0, 3_600_000));
     const serving = this.devices.size > 0 ? `; codes go on from the keys read ${this.cacheSavedAt ? `at ${this.cacheSavedAt.toISOString()}` : 'before'}` : '';
-    this.logger.error(`cloud refresh failed: ${cloudError.message}; next try in ${Math.round(delay / 1000)} s${serving}`);
+    this.logger.error({ delayMs: delay }, `cloud refresh failed: ${cloudError.message}; next try in ${Math.round(delay / 1000)} s${serving}`);
     this.retryTimer = this.clock.setTimeout(() => {
       this.retryTimer = null;
       void this.refresh('retry');
@@ -447,9 +505,15 @@ export class Bridge {
     if (!this.publisher?.connected) return;
     for (const sn of removed) this.clearDevice(sn);
     const window = this.windows.window;
-    for (const { device, infoChanged, newCode } of changed) {
-      this.publishDevice(device, infoChanged);
-      if (newCode) this.mqtt.publish(device.totpTopic, this.payloadFor(device, window), { retain: true, qos: 0, expirySeconds: (window.validUntilMs - this.clock.now()) / 1000 });
+    for (const { device, infoChanged } of changed) this.publishDevice(device, infoChanged);
+    if (this.publishedCounter !== window.counter) {
+      // No code of this window went out yet (no thermostats before, or a connect in its last moments).
+      this.publishCodes(window);
+    } else if (window.validUntilMs - this.clock.now() >= lateGuardMs(this.totp.period)) {
+      const expirySeconds = (window.validUntilMs - this.clock.now()) / 1000;
+      for (const { device, newCode } of changed) {
+        if (newCode) this.mqtt.publish(device.totpTopic, this.payloadFor(device, window), { retain: true, qos: 0, expirySeconds });
+      }
     }
     this.clearOrphans();
   }
@@ -476,14 +540,24 @@ export class Bridge {
     }
   }
 
+  /** What `bridge/info` says of the clock while it differs from the cloud's; null when it agrees. */
+  private clockWarning(): string | null {
+    const skew = this.clockSkewMs;
+    if (skew === null || Math.abs(skew) <= CLOCK_SKEW_WARN_MS) return null;
+    return `the local clock is ${(Math.abs(skew) / 1000).toFixed(0)} s ${skew > 0 ? 'behind' : 'ahead of'} the cloud's: codes will be rejected near window edges; check NTP`;
+  }
+
   private noteClockSkew(skewMs: number): void {
-    const wasSkewed = this.clockSkewMs !== null && Math.abs(this.clockSkewMs) > CLOCK_SKEW_WARN_MS;
     this.clockSkewMs = skewMs;
-    const skewed = Math.abs(skewMs) > CLOCK_SKEW_WARN_MS;
-    if (skewed && !wasSkewed) {
-      this.logger.warn(
-        `the local clock is ${(Math.abs(skewMs) / 1000).toFixed(0)} s ${skewMs > 0 ? 'behind' : 'ahead of'} the cloud's: codes will be rejected near window edges; check NTP`,
-      );
+    const warning = this.clockWarning();
+    const logged = this.loggedSkewMs;
+    // Logged when it starts, ends or moves by more than the threshold; not at every request.
+    if (warning !== null && (logged === null || Math.abs(skewMs - logged) > CLOCK_SKEW_WARN_MS)) {
+      this.logger.warn(warning);
+      this.loggedSkewMs = skewMs;
+    } else if (warning === null && logged !== null) {
+      this.logger.info("the local clock agrees with the cloud's again");
+      this.loggedSkewMs = null;
     }
   }
 }

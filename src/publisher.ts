@@ -26,6 +26,9 @@ export interface PublishOptions {
   expirySeconds?: number;
 }
 
+/** The longest a stop waits for the broker to acknowledge the last messages. */
+const STOP_WAIT_MS = 2000;
+
 /** CONNACK codes that mean "your credentials or client id are wrong": retrying fast will not help. */
 const AUTH_REFUSALS = new Set([4, 5, 0x85, 0x86, 0x87, 0x8c]);
 
@@ -74,7 +77,8 @@ export function describeMqttError(error: Error & { code?: string | number }, url
 export interface PublisherEvents {
   connect: [];
   disconnect: [];
-  message: [topic: string, payload: Buffer];
+  /** `retained`: sent by the broker from its store at subscribe time, not live. */
+  message: [topic: string, payload: Buffer, retained: boolean];
 }
 
 export class Publisher extends EventEmitter<PublisherEvents> {
@@ -84,6 +88,8 @@ export class Publisher extends EventEmitter<PublisherEvents> {
   private lastRefusal: number | null = null;
   private stopping = false;
   private wasConnected = false;
+  /** Whether the last attempt got through: a failed attempt is no new loss of the broker. */
+  private up = false;
   reconnects = 0;
 
   constructor(private readonly options: PublisherOptions) {
@@ -95,23 +101,35 @@ export class Publisher extends EventEmitter<PublisherEvents> {
       this.lastRefusal = null;
       if (this.wasConnected) this.reconnects += 1;
       this.wasConnected = true;
+      this.up = true;
       options.logger.info({ broker: new URL(options.url).host }, 'connected to the MQTT broker');
       this.emit('connect');
     });
-    this.client.on('message', (topic, payload) => this.emit('message', topic, payload));
+    this.client.on('message', (topic, payload, packet) => this.emit('message', topic, payload, packet.retain));
     this.client.on('error', (error: Error & { code?: string | number }) => {
-      if (typeof error.code === 'number' && AUTH_REFUSALS.has(error.code)) this.lastRefusal = error.code;
+      // Only the latest failure decides the pace: a refusal slows retries, a broker that was
+      // down and is refusing no more gets the normal backoff again.
+      this.lastRefusal = typeof error.code === 'number' && AUTH_REFUSALS.has(error.code) ? error.code : null;
       options.logger.error(describeMqttError(error, options.url));
     });
     this.client.on('close', () => {
       if (this.stopping) return;
-      this.emit('disconnect');
+      this.dropInFlight();
+      if (this.up) this.emit('disconnect');
+      this.up = false;
       this.scheduleReconnect();
     });
   }
 
   get connected(): boolean {
     return this.client.connected;
+  }
+
+  /** Listeners on the MQTT client and its current connection, for leak checks. */
+  get listenerTotal(): number {
+    const count = <E extends string | symbol>(emitter: { eventNames(): E[]; listenerCount(name: E): number }) =>
+      emitter.eventNames().reduce((sum, name) => sum + emitter.listenerCount(name), 0);
+    return count(this) + count(this.client) + (this.client.stream ? count(this.client.stream) : 0);
   }
 
   /** Publishes now, or drops the message when the broker is away. Returns whether it was sent. */
@@ -153,16 +171,37 @@ export class Publisher extends EventEmitter<PublisherEvents> {
     this.stopping = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.client.connected) {
-      await Promise.allSettled(lastMessages.map((m) => this.client.publishAsync(m.topic, m.payload, this.publishOptions(m.options))));
+      // A broker that stopped answering must not hold up the stop: wait a little, not forever.
+      let timer: NodeJS.Timeout | undefined;
+      const limit = new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_WAIT_MS)));
+      await Promise.race([Promise.allSettled(lastMessages.map((m) => this.client.publishAsync(m.topic, m.payload, this.publishOptions(m.options)))), limit]);
+      clearTimeout(timer);
     }
-    await this.client.endAsync(!this.client.connected);
+    // Forced: the last messages are acknowledged (or given up); a clean end would wait for every
+    // message in flight, and the broker's last will says `offline` as we just did.
+    await this.client.endAsync(true);
+  }
+
+  /**
+   * With a clean session mqtt.js never sends again a QoS 1 message that was in flight when the
+   * connection dropped, yet keeps its callback for ever (a leak, and a clean end() would wait on
+   * it). Everything is re-sent fresh on connect, so such messages are given up here.
+   */
+  private dropInFlight(): void {
+    for (const key of Object.keys(this.client.outgoing)) {
+      const messageId = Number(key);
+      const entry = this.client.outgoing[messageId];
+      delete this.client.outgoing[messageId];
+      this.client.outgoingStore.del({ messageId }, () => undefined);
+      entry.cb(new Error('connection lost'));
+    }
   }
 
   private scheduleReconnect(): void {
     if (this.reconnectTimer) return;
     // A broker that refused our credentials gets slow retries, not a crash loop or a flood.
     const delay = this.lastRefusal !== null ? Math.max(this.backoff.next(), Math.min(30_000, this.options.reconnectMaxMs)) : this.backoff.next();
-    this.options.logger.info(`MQTT reconnect in ${(delay / 1000).toFixed(1)} s`);
+    this.options.logger.info({ delayMs: delay }, `MQTT reconnect in ${(delay / 1000).toFixed(1)} s`);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       if (!this.stopping) this.client.reconnect();

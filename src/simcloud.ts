@@ -76,6 +76,8 @@ export class SimCloud {
   fault: SimFault = { kind: 'none' };
   /** Applies to login requests only (on top of `fault`). */
   loginFault: SimFault = { kind: 'none' };
+  /** The status for a token that is unknown or revoked: the real cloud answers 401, proxies 403. */
+  rejectTokensWith: 401 | 403 = 401;
   /** Rewrites a device-list page before it is sent, for hostile answers. */
   pageHook: ((page: Record<string, unknown>, pageNumber: number) => unknown) | null = null;
   private readonly tokens = new Set<string>();
@@ -208,7 +210,7 @@ export class SimCloud {
     const auth = /^Token (\S+)$/.exec(req.headers.authorization ?? '');
     if (!auth || !this.tokens.has(auth[1])) {
       this.counters.unauthorized += 1;
-      return this.send(res, 401, { detail: 'Invalid token.' });
+      return this.send(res, this.rejectTokensWith, { detail: 'Invalid token.' });
     }
     const pageNumber = Number(url.searchParams.get('page') ?? '1');
     const start = (pageNumber - 1) * this.pageSize;

@@ -83,5 +83,7 @@ export interface BridgeInfo {
   last_refresh: string | null;
   last_error: string | null;
   clock_skew_s: number | null;
+  /** Set while the local clock differs from the cloud's by more than a few seconds. */
+  clock_warning: string | null;
   cache_saved_at: string | null;
 }
