@@ -230,6 +230,51 @@ describe('faults: the MQTT broker', () => {
   });
 });
 
+describe('faults: a broker that freezes', () => {
+  // Time limits: without the fixes these hang rather than fail.
+  it('gives up the messages in flight when the connection drops, and sends fresh ones after', { timeout: 20_000 }, async () => {
+    const rig = await startRig();
+    try {
+      await waitUntil(() => rig.bridge.health().healthy && rig.bridge.info.device_count === 3, 'serving');
+      // Frozen, the broker's kernel still takes the bytes: the QoS 1 info and device list of
+      // this refresh are in flight, never acknowledged, when the broker is killed.
+      rig.broker.freeze(true);
+      await rig.bridge.refresh('request');
+      await rig.broker.restart();
+      const givenUp = () =>
+        rig.log.lines
+          .map((l) => JSON.parse(l) as { msg?: string; topic?: string; error?: string })
+          .filter((l) => l.msg === 'publish failed' && l.error === 'connection lost')
+          .map((l) => l.topic);
+      await waitUntil(() => givenUp().includes(INFO) && givenUp().includes(`${BASE}/bridge/devices`), 'the lost messages given up');
+      await waitUntil(() => rig.bridge.health().healthy, 'back online');
+      const late = await Recorder.connect(rig.broker.url, [INFO]);
+      try {
+        const info = json(await late.waitFor((m) => m.topic === INFO, 'info re-sent'));
+        assert.equal(info.device_count, 3);
+      } finally {
+        await late.close();
+      }
+    } finally {
+      await rig.dispose();
+    }
+  });
+
+  it('stops within a few seconds even when the broker answers nothing', { timeout: 20_000 }, async () => {
+    const rig = await startRig();
+    try {
+      await waitUntil(() => rig.bridge.health().healthy && rig.bridge.info.device_count === 3, 'serving');
+      rig.broker.freeze(true);
+      const startedAt = Date.now();
+      const hung = sleep(8000).then(() => 'hung');
+      assert.notEqual(await Promise.race([rig.bridge.stop().then(() => 'stopped'), hung]), 'hung', 'stop() hung on a frozen broker');
+      assert.ok(Date.now() - startedAt < 4000, `stopped after ${Date.now() - startedAt} ms`);
+    } finally {
+      await rig.dispose();
+    }
+  });
+});
+
 describe('faults: broker credentials refused', () => {
   it('says what to fix, keeps secrets out, and retries slowly instead of looping', async () => {
     const broker = new Mosquitto({

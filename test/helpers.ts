@@ -84,6 +84,11 @@ export class Mosquitto {
     return `mqtt://127.0.0.1:${this.port}`;
   }
 
+  /** Freezes (SIGSTOP) or thaws (SIGCONT) the broker: connections stay open, nothing is answered. */
+  freeze(frozen: boolean): void {
+    this.process?.kill(frozen ? 'SIGSTOP' : 'SIGCONT');
+  }
+
   async start(): Promise<this> {
     if (!this.port) this.port = this.options.port ?? (await freePort());
     const listener = this.options.listenerConfig?.(this.port) ?? [`listener ${this.port} 127.0.0.1`, 'allow_anonymous true'];
