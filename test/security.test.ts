@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -201,6 +202,29 @@ describe('secrets: settings, check-config and error messages', () => {
     assert.equal(result.status, 2);
     assert.match(result.stderr, /config\.json": not valid JSON/);
     assert.deepEqual(hits(result.stderr + result.stdout, [secret]), []);
+  });
+
+  it('a fatal error prints its message only: no stack, no object, no secret', async () => {
+    // The health port taken by someone else is a start-up failure after the settings are read.
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = String((taken.address() as AddressInfo).port);
+      const result = await new Promise<{ status: number | null; stderr: string; stdout: string }>((resolve) => {
+        const child = program(['run'], { HMAREX_EMAIL: 'a@b.c', HMAREX_PASSWORD: secret, MQTT_PASSWORD: `${secret}-mqtt`, HEALTH_PORT: port, HMAREX_URL: 'http://127.0.0.1:9/api/', MQTT_URL: 'mqtt://127.0.0.1:9', STATE_DIR: tempDir() });
+        let stderr = '';
+        let stdout = '';
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.once('exit', (status) => resolve({ status, stderr, stdout }));
+      });
+      assert.equal(result.status, 1, result.stderr);
+      assert.match(result.stderr, /^hmarex2mqtt: fatal: listen EADDRINUSE.*\n$/);
+      assert.doesNotMatch(result.stderr, /^\s+at /m, 'no stack');
+      assert.deepEqual(hits(result.stderr + result.stdout, [secret]), []);
+    } finally {
+      taken.close();
+    }
   });
 
   it('warns when the account password would cross the network unencrypted', () => {
