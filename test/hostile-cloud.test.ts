@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { CloudClient, CloudError } from '../src/cloud.js';
 import { simDevice, type SimFault } from '../src/simcloud.js';
 import { Recorder, startRig, type Rig } from './helpers.js';
 
@@ -86,6 +87,19 @@ describe('hostile cloud: answers refused whole', { timeout: 60_000 }, () => {
       await refused(() => (rig.cloud.pageHook = (page) => ({ ...page, next })), /"next" points to another host \(.+\); refused to send the token there/);
     }
     assert.equal(trapHits, 0, 'nothing was sent to the other host');
+  });
+
+  it('a redirect is not followed: the password goes to the configured host only', async () => {
+    const redirector = createServer((_req, res) => res.writeHead(302, { location: `${trapUrl}/api/login/` }).end());
+    await new Promise<void>((resolve) => redirector.listen(0, '127.0.0.1', resolve));
+    const cloud = new CloudClient({ baseUrl: `http://127.0.0.1:${(redirector.address() as AddressInfo).port}/api/`, email: 'a@b.c', password: 'pw', timeoutMs: 1000 });
+    try {
+      await assert.rejects(cloud.listDevices(), (error: Error) => error instanceof CloudError && error.message === 'login: HTTP 302');
+      assert.equal(trapHits, 0, 'nothing was sent to the redirect target');
+    } finally {
+      await cloud.close();
+      await new Promise<void>((resolve) => redirector.close(() => resolve()));
+    }
   });
 
   it('endless pagination stops at the page cap', async () => {
