@@ -39,6 +39,11 @@ export async function startHealthServer(bridge: Bridge, listen: { port: number; 
   logger.info(`health and metrics on http://${listen.host}:${port}/healthz and /metrics`);
   return {
     port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // A keep-alive connection of a scraper would otherwise hold the stop for seconds.
+        server.closeAllConnections();
+      }),
   };
 }
