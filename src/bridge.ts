@@ -282,7 +282,7 @@ export class Bridge {
   }
 
   private onWindow(window: Window): void {
-    this.publishCodes(window);
+    this.publishCodes(window, true);
     // The next window's payloads are made in mid-window: off the boundary, and not while this
     // boundary's codes are still on their way (their broker and subscribers need the CPU then).
     this.clock.clearTimeout(this.prepareTimer);
@@ -293,7 +293,8 @@ export class Bridge {
     }, (window.validUntilMs - window.validFromMs) / 2);
   }
 
-  private publishCodes(window: Window): void {
+  /** `atBoundary`: publish lag is measured only for the boundary's own publish, not for one at a (re)connect. */
+  private publishCodes(window: Window, atBoundary = false): void {
     if (!this.publisher?.connected || this.devices.size === 0) return;
     const now = this.clock.now();
     if (window.validUntilMs - now < lateGuardMs(this.totp.period)) return;
@@ -310,7 +311,7 @@ export class Bridge {
         this.mqtt.publishPrepared(device.totpTopic, payload, options);
       }
       if (end < devices.length) setImmediate(publishFrom, end);
-      else this.metrics.publishLag.observe(Math.max(0, this.clock.now() - window.validFromMs) / 1000);
+      else if (atBoundary) this.metrics.publishLag.observe(Math.max(0, this.clock.now() - window.validFromMs) / 1000);
     };
     publishFrom(0);
     this.publishedCounter = window.counter;
