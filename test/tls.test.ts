@@ -192,6 +192,45 @@ describe('broker security: password authentication', { timeout: 30_000 }, () => 
     }
   });
 
+  it('works under the least-privilege ACL the README recommends', async () => {
+    const dir = tempDir('hmarex2mqtt-acl-');
+    chmodSync(dir, 0o755);
+    const passwd = join(dir, 'passwd');
+    execFileSync('mosquitto_passwd', ['-c', '-b', passwd, 'hmarex2mqtt', password]);
+    execFileSync('mosquitto_passwd', ['-b', passwd, 'homeassistant', password]);
+    const acl = join(dir, 'acl');
+    writeFileSync(
+      acl,
+      [
+        'user hmarex2mqtt',
+        'topic readwrite hmarex2mqtt/#',
+        'topic readwrite homeassistant/device/+/config',
+        'topic read homeassistant/status',
+        'user homeassistant',
+        'topic read hmarex2mqtt/#',
+        'topic write hmarex2mqtt/bridge/request/refresh',
+        'topic readwrite homeassistant/#',
+        '',
+      ].join('\n'),
+    );
+    for (const file of [passwd, acl]) chmodSync(file, 0o644);
+    const locked = await new Mosquitto({ listenerConfig: (port) => [`listener ${port} 127.0.0.1`, 'allow_anonymous false', `password_file ${passwd}`, `acl_file ${acl}`] }).start();
+    const rig = await startRig({ broker: locked, env: { MQTT_USERNAME: 'hmarex2mqtt', MQTT_PASSWORD: password } });
+    const ha = await Recorder.connect(locked.url, [`${BASE}/#`, 'homeassistant/#'], { username: 'homeassistant', password });
+    try {
+      const sn = rig.cloud.devices[0].sn;
+      await ha.waitFor((m) => m.topic === `${BASE}/${sn}/totp` && m.payload !== '', 'a code');
+      await ha.waitFor((m) => m.topic === `homeassistant/device/hmarex2mqtt_${sn}/config`, 'discovery');
+      const before = rig.cloud.counters.deviceRequests;
+      await ha.client.publishAsync(`${BASE}/bridge/request/refresh`, '', { qos: 1 });
+      await waitUntil(() => rig.cloud.counters.deviceRequests > before, 'a refresh asked for by Home Assistant');
+    } finally {
+      await ha.close();
+      await rig.dispose();
+      await locked.dispose();
+    }
+  });
+
   for (const [what, env] of [
     ['a wrong password', { MQTT_USERNAME: 'bridge', MQTT_PASSWORD: `${password}-wrong` }],
     ['no credentials', {}],
