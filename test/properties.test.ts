@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { ConfigError, loadConfig } from '../src/config.js';
 import { describeValue, parseDevice, parseDevicePage, type DeviceRecord } from '../src/devices.js';
 import { BRIDGE_OBJECT_ID, deviceDiscovery, deviceObjectId, objectIdFromDiscoveryTopic } from '../src/discovery.js';
 import { buildTopics, devicesPayload, serialFromInfoTopic } from '../src/topics.js';
@@ -167,6 +168,27 @@ describe('properties: topics read back from the broker', () => {
         }
       }),
       { numRuns: 2000 },
+    );
+  });
+});
+
+describe('properties: topic settings', () => {
+  it('a base topic or discovery prefix is refused or yields topics without wildcards or empty levels', () => {
+    fc.assert(
+      fc.property(nasty, nasty, (base, prefix) => {
+        let settings;
+        try {
+          settings = loadConfig({ file: false, env: { HMAREX_EMAIL: 'a@b.c', HMAREX_PASSWORD: 'x', MQTT_BASE_TOPIC: base, HA_DISCOVERY_PREFIX: prefix } }).settings;
+        } catch (error) {
+          assert.ok(error instanceof ConfigError, String(error));
+          return;
+        }
+        const own = buildTopics(settings.mqtt.base_topic, settings.homeassistant.discovery_prefix, settings.homeassistant.status_topic);
+        for (const topic of [own.state, own.requestRefresh, own.deviceTotp('AB12'), own.discovery(deviceObjectId('AB12'))]) {
+          assert.ok(!/[+#\u0000]/.test(topic) && !topic.split('/').includes(''), JSON.stringify(topic));
+        }
+      }),
+      { numRuns: 300 },
     );
   });
 });
