@@ -39,7 +39,7 @@ function captureIo(tty = false) {
 
 type CodeRow = TotpPayload & { name: string };
 
-describe('codes', () => {
+describe('codes', { timeout: 60_000 }, () => {
   let cloud: SimCloud;
   let settings: ReturnType<typeof testSettings>;
 

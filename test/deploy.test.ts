@@ -3,7 +3,7 @@
 // and HEALTHCHECK are run outside a container with the environment the image and compose set.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import mqtt from 'mqtt';
@@ -103,7 +103,7 @@ function mosquittoConfLines(): string[] {
     .filter((l) => l !== '' && !l.startsWith('#'));
 }
 
-describe('Dockerfile', () => {
+describe('Dockerfile', { timeout: 60_000 }, () => {
   const all = dockerfile();
   const finalStage = Math.max(...all.map((i) => i.stage));
   const final = all.filter((i) => i.stage === finalStage);
@@ -125,6 +125,21 @@ describe('Dockerfile', () => {
     assert.ok(installs.length > 0 && installs.every((i) => /--omit=dev/.test(i.args)), 'npm ci --omit=dev in the stage node_modules comes from');
     assert.ok(!final.some((i) => i.op === 'RUN' && /npm (ci|install)/.test(i.args)), 'no install in the final stage');
     assert.ok(copies.some((i) => /\bdist\b/.test(i.args)), 'dist copied from the build stage');
+  });
+
+  it('needs nothing at run time that `npm ci --omit=dev` leaves out', () => {
+    const { dependencies } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const imported = new Set<string>();
+    for (const file of readdirSync(join(ROOT, 'dist')).filter((f) => f.endsWith('.js'))) {
+      const text = readFileSync(join(ROOT, 'dist', file), 'utf8');
+      for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)['"]([^'"]+)['"]/g)) {
+        const spec = m[1];
+        if (spec.startsWith('.') || spec.startsWith('node:')) continue;
+        imported.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]);
+      }
+    }
+    assert.ok(imported.has('mqtt'), 'the scan sees bare imports');
+    for (const name of imported) assert.ok(name in dependencies, `${name} is a production dependency`);
   });
 
   it('runs as a non-root user under an init, with /app/config and /app/data', () => {
@@ -169,7 +184,7 @@ describe('Dockerfile', () => {
   });
 });
 
-describe('docker-compose.yml', () => {
+describe('docker-compose.yml', { timeout: 60_000 }, () => {
   const app = compose.services.hmarex2mqtt;
   const image = imageEnv(dockerfile().filter((i) => i.op === 'ENV'));
 
@@ -238,7 +253,7 @@ describe('docker-compose.yml', () => {
   });
 });
 
-describe('config/mosquitto/mosquitto.conf', () => {
+describe('config/mosquitto/mosquitto.conf', { timeout: 60_000 }, () => {
   it('runs a real mosquitto that keeps retained messages across a restart', async () => {
     const store = tempDir('hmarex2mqtt-persist-');
     // The shipped file, with only the port and the store moved to this machine's loopback and temp.
@@ -272,7 +287,7 @@ describe('config/mosquitto/mosquitto.conf', () => {
   });
 });
 
-describe('the image command outside a container', () => {
+describe('the image command outside a container', { timeout: 60_000 }, () => {
   const instructions = dockerfile();
   const finalStage = Math.max(...instructions.map((i) => i.stage));
   const final = instructions.filter((i) => i.stage === finalStage);
@@ -380,7 +395,7 @@ describe('the image command outside a container', () => {
   });
 });
 
-describe('logs', () => {
+describe('logs', { timeout: 60_000 }, () => {
   // What cli.ts does: a logger at the configured level, on stdout, format chosen by the terminal.
   const program = `import('${join(ROOT, 'dist/log.js')}').then(({ createLogger }) => {
     const logger = createLogger({ level: 'info' });

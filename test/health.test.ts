@@ -28,7 +28,7 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   return undefined;
 }
 
-describe('/healthz', () => {
+describe('/healthz', { timeout: 60_000 }, () => {
   // The bridge's timers run only when the test advances this clock; MQTT and HTTP are real.
   const clock = new FakeClock();
   let rig: Rig;
@@ -79,7 +79,7 @@ describe('/healthz', () => {
   });
 });
 
-describe('/metrics', () => {
+describe('/metrics', { timeout: 60_000 }, () => {
   // 3 s before a window boundary, which comes when the test advances the clock.
   const clock = new FakeClock(windowAt(Date.now(), { period: 30, epoch: '2000' }).validUntilMs - 3000);
   let rig: Rig;

@@ -43,7 +43,7 @@ function codeBlocks(text: string, lang: string): string[] {
 
 const unquote = (cell: string) => cell.replace(/^`|`$/g, '');
 
-describe('README', () => {
+describe('README', { timeout: 60_000 }, () => {
   it('quick start is two commands, the demo and the tests, that package.json runs', () => {
     const [block] = codeBlocks(section('Quick start'), 'sh');
     const commands = block.split('\n').filter((l) => l.trim() !== '').map((l) => l.replace(/\s+#.*$/, '').trim());
@@ -91,7 +91,7 @@ describe('README', () => {
   });
 });
 
-describe('README: Home Assistant example', () => {
+describe('README: Home Assistant example', { timeout: 60_000 }, () => {
   const blocks = codeBlocks(section('Examples'), 'yaml').map((b) => YAML.parse(b) as Record<string, unknown>);
   const config = blocks.find((b) => 'rest_command' in b) as {
     rest_command: Record<string, { url: string; method: string; content_type: string; payload: string }>;
@@ -170,7 +170,7 @@ interface SignedRequest {
   payload: { sn: string; time: string; auth: string; par: Array<[number, number, string]> };
 }
 
-describe('examples/node-red/setpoint-flow.json', () => {
+describe('examples/node-red/setpoint-flow.json', { timeout: 60_000 }, () => {
   const flow = JSON.parse(readFileSync(join(ROOT, 'examples/node-red/setpoint-flow.json'), 'utf8')) as FlowNode[];
   const byType = (type: string) => flow.filter((n) => n.type === type);
   const one = (type: string) => {
