@@ -532,6 +532,30 @@ describe('faults: login refused for a long time (fake clock)', () => {
   });
 });
 
+describe('faults: a (re)connect in the last moments of a window', () => {
+  it('sends no code that could arrive after its window; the next window’s comes at its boundary', async () => {
+    // Fake time stands 40 ms before a boundary while the bridge connects and reads the cloud.
+    const boundary = windowAt(Date.now(), { period: 2, epoch: '2000' }).validUntilMs;
+    const clock = new FakeClock(boundary - 40);
+    const rig = await startRig({ start: false, env: { TOTP_PERIOD: '2' }, bridge: { clock, readbackTimeoutMs: 50 } });
+    const sub = await Recorder.connect(rig.broker.url, [`${BASE}/#`]);
+    try {
+      await rig.bridge.start();
+      await waitForInfo(sub, (i) => i.device_count === 3, 'devices read', 0);
+      assert.equal(rig.bridge.health().healthy, false, 'no code of the ending window went out');
+      clock.advance(40);
+      for (const d of rig.cloud.devices) await sub.waitFor((m) => m.topic === `${BASE}/${d.sn}/totp`, `code of ${d.sn}`);
+      // One connection keeps order: a code of the ending window would have come first.
+      const times = codes(sub).map((c) => c.from);
+      assert.deepEqual([...new Set(times)], [boundary]);
+      assert.equal(rig.bridge.health().healthy, true);
+    } finally {
+      await sub.close();
+      await rig.dispose();
+    }
+  });
+});
+
 describe('faults: restart during a cloud outage', () => {
   let stateDir: string;
   let served: SimDevice[];
