@@ -4,7 +4,6 @@ import YAML from 'yaml';
 import { Bridge } from './bridge.js';
 import { runCodes } from './codes.js';
 import { ConfigError, loadConfig, maskedSettings, type LoadedConfig } from './config.js';
-import { runDemo } from './demo.js';
 import { startHealthServer } from './health.js';
 import { createLogger, type Logger } from './log.js';
 import { VERSION } from './version.js';
@@ -142,7 +141,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       return runCodes(loaded.settings, { watch: values.watch ?? false, json: values.json ?? false }, io);
     }
     case 'demo':
-      return runDemo(io);
+      // Loaded only here: its embedded broker is of no use to the daemon, and costs it memory.
+      return (await import('./demo.js')).runDemo(io);
     default:
       io.stderr.write(`hmarex2mqtt: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
       return EXIT_CONFIG;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // Entry point of the `hmarex2mqtt` program.
+import './v8-flags.js';
 import { EXIT_FATAL, main } from './cli.js';
 
 function fatal(error: unknown): never {
