@@ -29,13 +29,14 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 }
 
 describe('/healthz', { timeout: 60_000 }, () => {
-  // The bridge's timers run only when the test advances this clock; MQTT and HTTP are real.
-  const clock = new FakeClock();
+  // The bridge's timers run only when the test advances this clock; MQTT and HTTP are real. It
+  // starts 1 s into a window: a connect in a window's last moments would rightly publish nothing.
+  const clock = new FakeClock(windowAt(Date.now(), { period: 30, epoch: '2000' }).validFromMs + 1000);
   let rig: Rig;
   let server: HealthServer;
 
   before(async () => {
-    rig = await startRig({ bridge: { clock } });
+    rig = await startRig({ bridge: { clock }, cloud: { dateOffsetMs: clock.now() - Date.now() } });
     server = await startHealthServer(rig.bridge, { port: 0, host: '127.0.0.1' }, rig.log.logger);
   });
   after(async () => {
