@@ -110,7 +110,7 @@ function logDelays(rig: Rig, message: RegExp): number[] {
     .map((l) => l.delayMs as number);
 }
 
-describe('faults: the MQTT broker', () => {
+describe('faults: the MQTT broker', { timeout: 90_000 }, () => {
   const PERIOD = 2;
   const P = PERIOD * 1000;
   let broker: Mosquitto;
@@ -230,7 +230,7 @@ describe('faults: the MQTT broker', () => {
   });
 });
 
-describe('faults: a broker that freezes', () => {
+describe('faults: a broker that freezes', { timeout: 40_000 }, () => {
   // Time limits: without the fixes these hang rather than fail.
   it('gives up the messages in flight when the connection drops, and sends fresh ones after', { timeout: 20_000 }, async () => {
     const rig = await startRig();
@@ -275,7 +275,7 @@ describe('faults: a broker that freezes', () => {
   });
 });
 
-describe('faults: broker credentials refused', () => {
+describe('faults: broker credentials refused', { timeout: 30_000 }, () => {
   it('says what to fix, keeps secrets out, and retries slowly instead of looping', async () => {
     const broker = new Mosquitto({
       listenerConfig: (port) => {
@@ -308,7 +308,7 @@ describe('faults: broker credentials refused', () => {
   });
 });
 
-describe('faults: the cloud', () => {
+describe('faults: the cloud', { timeout: 60_000 }, () => {
   const PERIOD = 2;
   let rig: Rig;
   let sub: Recorder;
@@ -503,7 +503,7 @@ describe('faults: the cloud', () => {
   });
 });
 
-describe('faults: login refused for a long time (fake clock)', () => {
+describe('faults: login refused for a long time (fake clock)', { timeout: 30_000 }, () => {
   it('retries at growing intervals up to the 15-minute cap, one login each', async () => {
     const clock = new FakeClock();
     const rig = await startRig({
@@ -532,7 +532,7 @@ describe('faults: login refused for a long time (fake clock)', () => {
   });
 });
 
-describe('faults: a (re)connect in the last moments of a window', () => {
+describe('faults: a (re)connect in the last moments of a window', { timeout: 30_000 }, () => {
   it('sends no code that could arrive after its window; the next window’s comes at its boundary', async () => {
     // Fake time stands 40 ms before a boundary while the bridge connects and reads the cloud.
     const boundary = windowAt(Date.now(), { period: 2, epoch: '2000' }).validUntilMs;
@@ -556,7 +556,7 @@ describe('faults: a (re)connect in the last moments of a window', () => {
   });
 });
 
-describe('faults: restart during a cloud outage', () => {
+describe('faults: restart during a cloud outage', { timeout: 30_000 }, () => {
   let stateDir: string;
   let served: SimDevice[];
 
@@ -622,7 +622,7 @@ describe('faults: restart during a cloud outage', () => {
   });
 });
 
-describe('faults: Home Assistant restarts', () => {
+describe('faults: Home Assistant restarts', { timeout: 30_000 }, () => {
   it('re-sends once per birth after a delay, ignores a retained birth and offline, never flaps', async () => {
     const DELAY = 150;
     const rig = await startRig({ start: false, bridge: { haBirthDelayMs: [DELAY, DELAY] } });

@@ -33,7 +33,7 @@ function countTimeouts(): { timeouts: number; handles: number } {
   return { timeouts: resources.filter((r) => r === 'Timeout').length, handles: resources.length };
 }
 
-describe('long run (fake clock)', () => {
+describe('long run (fake clock)', { timeout: 120_000 }, () => {
   it('keeps memory, timers and listeners flat over thousands of windows, reconnects and refreshes', async (t) => {
     // Starts on a boundary: fake time stands still while the rig starts, and a start in a
     // window's last moments would wait for a boundary that never comes.

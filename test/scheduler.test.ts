@@ -40,7 +40,7 @@ function assertOnBoundaries(fired: Fired[]): void {
   }
 }
 
-describe('window timer', () => {
+describe('window timer', { timeout: 10_000 }, () => {
   it('fires once per window, on the boundary, however the clock is advanced', () => {
     const clock = new FakeClock(Date.UTC(2026, 0, 1, 12, 0, 0, 737));
     const { timer, fired, jumps } = timerOn(clock);
@@ -104,7 +104,7 @@ describe('window timer', () => {
   });
 });
 
-describe('backoff', () => {
+describe('backoff', { timeout: 10_000 }, () => {
   it('doubles from the minimum up to the cap, and starts again after a reset', () => {
     const top = new Backoff(100, 1000, () => 1);
     assert.deepEqual(Array.from({ length: 7 }, () => top.next()), [100, 200, 400, 800, 1000, 1000, 1000]);
