@@ -11,6 +11,6 @@ export type ToSubscriber = { type: 'status' } | { type: 'report' };
 
 export type FromSubscriber =
   | { type: 'ready' }
-  /** `firstAt`: wall-clock ms of the first code; `topics`: distinct thermostats heard from. */
-  | { type: 'status'; firstAt: number | null; topics: number }
+  /** Wall-clock ms of the first code and of the first from the latest new thermostat; `topics`: thermostats heard from. */
+  | { type: 'status'; firstAt: number | null; lastNewAt: number | null; topics: number }
   | { type: 'report'; windows: WindowLags[] };

@@ -176,7 +176,7 @@ async function waitForAll(subscriber: Subscriber, n: number, what: string) {
   return waitUntil(
     async () => {
       const status = await subscriber.status();
-      return status.topics >= n && status.firstAt !== null ? { firstAt: status.firstAt } : null;
+      return status.topics >= n && status.firstAt !== null && status.lastNewAt !== null ? { firstAt: status.firstAt, allAt: status.lastNewAt } : null;
     },
     `${what}: a code of each of ${n} thermostats`,
     90_000,
@@ -240,11 +240,10 @@ async function runBridge(broker: Mosquitto, n: number): Promise<Row> {
   const bridge = track(spawn(process.execPath, [join(ROOT, 'dist/main.js'), 'run'], { cwd: dir, env, stdio: ['ignore', log, log] }));
   closeSync(log);
   try {
-    const { firstAt } = await waitForAll(subscriber, n, 'bridge');
-    const allCodesMs = wallNow() - startedAt;
+    const { firstAt, allAt } = await waitForAll(subscriber, n, 'bridge');
     const measured = await measureWindows(pidOf(bridge), subscriber, n);
     const refresh = await timeRefresh(broker, base, cloud);
-    return { n, contender: 'bridge', ...measured, peakRssMB: peakRssMB(pidOf(bridge)), firstCodeMs: firstAt - startedAt, allCodesMs, refresh };
+    return { n, contender: 'bridge', ...measured, peakRssMB: peakRssMB(pidOf(bridge)), firstCodeMs: firstAt - startedAt, allCodesMs: allAt - startedAt, refresh };
   } catch (error) {
     const tail = readFileSync(logPath, 'utf8').split('\n').slice(-15).join('\n');
     throw new Error(`bridge at N=${n}: ${(error as Error).message}\n--- bridge log (tail) ---\n${tail}`);

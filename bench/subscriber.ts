@@ -12,6 +12,7 @@ const wallNow = () => performance.timeOrigin + performance.now();
 const byWindow = new Map<number, number[]>();
 const topics = new Set<string>();
 let firstAt: number | null = null;
+let lastNewAt: number | null = null;
 
 const client = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0, clean: true });
 client.on('message', (topic, payload, packet) => {
@@ -20,7 +21,10 @@ client.on('message', (topic, payload, packet) => {
   if (packet.retain || payload.length === 0) return;
   const validFrom = Date.parse((JSON.parse(payload.toString('utf8')) as { valid_from: string }).valid_from);
   firstAt ??= at;
-  topics.add(topic);
+  if (!topics.has(topic)) {
+    topics.add(topic);
+    lastNewAt = at;
+  }
   let lags = byWindow.get(validFrom);
   if (!lags) byWindow.set(validFrom, (lags = []));
   lags.push(at - validFrom);
@@ -28,7 +32,7 @@ client.on('message', (topic, payload, packet) => {
 await client.subscribeAsync(filter, { qos: 0 });
 
 process.on('message', (message: ToSubscriber) => {
-  if (message.type === 'status') send({ type: 'status', firstAt, topics: topics.size });
+  if (message.type === 'status') send({ type: 'status', firstAt, lastNewAt, topics: topics.size });
   else send({ type: 'report', windows: [...byWindow].map(([validFromMs, lags]) => ({ validFromMs, lags })) });
 });
 process.on('disconnect', () => void client.endAsync(true).then(() => process.exit(0)));
