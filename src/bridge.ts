@@ -79,6 +79,7 @@ export class Bridge {
   /** The skew last warned of, so that a steady one is not logged at every request. */
   private loggedSkewMs: number | null = null;
   private refreshing: Promise<void> | null = null;
+  private refreshAgain = false;
   private retryTimer: unknown = null;
   private birthTimer: unknown = null;
   private prepareTimer: unknown = null;
@@ -146,14 +147,24 @@ export class Bridge {
     await this.cloud.close();
   }
 
-  /** Re-reads the device list; concurrent callers share one refresh. */
+  /**
+   * Re-reads the device list; concurrent callers share one refresh. A request that finds one
+   * under way gets another after it: the list in flight may have been read before the request.
+   */
   refresh(reason: 'start' | 'schedule' | 'request' | 'retry'): Promise<void> {
     if (this.stopped) return Promise.resolve();
-    if (this.refreshing) return this.refreshing;
+    if (this.refreshing) {
+      if (reason === 'request') this.refreshAgain = true;
+      return this.refreshing;
+    }
     // While a retry after a failure is pending, the backoff decides when to call the cloud.
     if (reason === 'schedule' && this.retryTimer !== null) return Promise.resolve();
     this.refreshing = this.doRefresh(reason).finally(() => {
       this.refreshing = null;
+      if (this.refreshAgain) {
+        this.refreshAgain = false;
+        void this.refresh('request');
+      }
     });
     return this.refreshing;
   }

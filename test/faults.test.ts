@@ -453,6 +453,18 @@ describe('faults: the cloud', { timeout: 60_000 }, () => {
     figures.cloud_faults_survived.push('HTTP 429 + Retry-After');
   });
 
+  it('runs a refresh requested while one is under way again after it, not at the next retry', async () => {
+    const from = sub.messages.length;
+    // The refresh under way fails with a long Retry-After: only the repeat can bring the list soon.
+    rig.cloud.fault = { kind: 'status', status: 429, retryAfter: '30' };
+    void rig.cloud.nextRequest().then(() => (rig.cloud.fault = { kind: 'none' }));
+    const first = rig.bridge.refresh('request');
+    void rig.bridge.refresh('request');
+    await first;
+    await waitForInfo(sub, (i) => i.cloud === 'online', 'online by the repeated refresh', from, 5000);
+    assert.ok(sub.messages.slice(from).some((m) => m.topic === INFO && json(m).cloud === 'offline'), 'the first one failed');
+  });
+
   it('on a refused login: status auth_failed, an error that says what to fix, slow retries, codes going on', async () => {
     const watch = watchRequests(rig.cloud);
     const from = sub.messages.length;
