@@ -54,6 +54,33 @@ function readings(device: DeviceRecord): Record<string, unknown> {
   return typeof data === 'object' && data !== null && !Array.isArray(data) ? (data as Record<string, unknown>) : {};
 }
 
+interface Reading {
+  id: string;
+  platform: 'sensor' | 'binary_sensor';
+  /** The key under the record's `data` whose presence adds the entity. */
+  field: string;
+  name: string;
+  device_class: string;
+  value_template?: string;
+  [option: string]: string | undefined;
+}
+
+/** Cloud readings that get an entity when the record carries them. */
+const READINGS: Reading[] = [
+  { id: 'temperature', platform: 'sensor', field: 'temp_current', name: 'Temperature', device_class: 'temperature', state_class: 'measurement', unit_of_measurement: '°C' },
+  { id: 'setpoint', platform: 'sensor', field: 'temp_setpoint', name: 'Setpoint', device_class: 'temperature', unit_of_measurement: '°C' },
+  {
+    id: 'online',
+    platform: 'binary_sensor',
+    field: 'is_online',
+    name: 'Cloud connection',
+    device_class: 'connectivity',
+    entity_category: 'diagnostic',
+    value_template: "{{ 'ON' if value_json.data.is_online in [true, 'true', 1, '1'] else 'OFF' }}",
+  },
+  { id: 'wifi', platform: 'sensor', field: 'wifi_level', name: 'Wi-Fi signal', device_class: 'signal_strength', unit_of_measurement: 'dBm', entity_category: 'diagnostic' },
+];
+
 /** The discovery message of one thermostat. */
 export function deviceDiscovery(device: DeviceRecord, ctx: DiscoveryContext): DiscoveryPayload {
   const objectId = deviceObjectId(device.sn);
@@ -74,50 +101,15 @@ export function deviceDiscovery(device: DeviceRecord, ctx: DiscoveryContext): Di
     },
   };
   const data = readings(device);
-  if (data.temp_current !== undefined) {
-    components.temperature = {
-      platform: 'sensor',
-      ...entity('temperature', 'sensor'),
-      name: 'Temperature',
-      device_class: 'temperature',
-      state_class: 'measurement',
-      unit_of_measurement: '°C',
+  for (const reading of READINGS) {
+    if (data[reading.field] === undefined) continue;
+    const { id, platform, field, ...config } = reading;
+    components[id] = {
+      platform,
+      ...entity(id, platform),
+      ...config,
       state_topic: infoTopic,
-      value_template: '{{ value_json.data.temp_current }}',
-    };
-  }
-  if (data.temp_setpoint !== undefined) {
-    components.setpoint = {
-      platform: 'sensor',
-      ...entity('setpoint', 'sensor'),
-      name: 'Setpoint',
-      device_class: 'temperature',
-      unit_of_measurement: '°C',
-      state_topic: infoTopic,
-      value_template: '{{ value_json.data.temp_setpoint }}',
-    };
-  }
-  if (data.is_online !== undefined) {
-    components.online = {
-      platform: 'binary_sensor',
-      ...entity('online', 'binary_sensor'),
-      name: 'Cloud connection',
-      device_class: 'connectivity',
-      entity_category: 'diagnostic',
-      state_topic: infoTopic,
-      value_template: "{{ 'ON' if value_json.data.is_online in [true, 'true', 1, '1'] else 'OFF' }}",
-    };
-  }
-  if (data.wifi_level !== undefined) {
-    components.wifi = {
-      platform: 'sensor',
-      ...entity('wifi', 'sensor'),
-      name: 'Wi-Fi signal',
-      device_class: 'signal_strength',
-      unit_of_measurement: 'dBm',
-      entity_category: 'diagnostic',
-      state_topic: infoTopic,
-      value_template: '{{ value_json.data.wifi_level }}',
+      value_template: reading.value_template ?? `{{ value_json.data.${field} }}`,
     };
   }
   const model = firstString(device.meta, 'type', 'model');
