@@ -6,7 +6,7 @@ import type { Dispatcher } from 'undici';
 import { DeviceCache } from './cache.js';
 import { CLOCK_SKEW_WARN_MS, CloudClient, CloudError } from './cloud.js';
 import type { Settings } from './config.js';
-import type { DeviceRecord } from './devices.js';
+import { describeValue, type DeviceRecord } from './devices.js';
 import { Backoff } from './backoff.js';
 import { BRIDGE_OBJECT_ID, OBJECT_ID_PREFIX, bridgeDiscovery, deviceDiscovery, deviceObjectId, objectIdFromDiscoveryTopic, type DiscoveryContext } from './discovery.js';
 import type { Logger } from './log.js';
@@ -361,6 +361,12 @@ export class Bridge {
         this.logger[this.ignoredRequests === 1 ? 'info' : 'debug']('refresh request ignored: the last one was less than %d s ago', Math.round(minInterval / 1000));
         return;
       }
+      // A refused password stays refused until the user fixes it: the backoff alone may call the
+      // login endpoint, or requests could hammer it.
+      if (this.cloudStatus === 'auth_failed' && this.retryTimer !== null) {
+        this.logger.info('refresh request ignored: the cloud refused the login; fix hmarex.email / hmarex.password and restart');
+        return;
+      }
       this.ignoredRequests = 0;
       this.lastRequestAt = now;
       this.logger.info('refresh requested over MQTT');
@@ -507,7 +513,7 @@ export class Bridge {
         prepared: sameKey ? (old?.prepared ?? null) : null,
       };
       next.set(record.sn, device);
-      if (!old) this.logger.info(`thermostat ${record.sn} (${JSON.stringify(record.name)}) is served`);
+      if (!old) this.logger.info(`thermostat ${record.sn} (${describeValue(record.name)}) is served`);
       changed.push({ device, infoChanged: old?.infoJson !== device.infoJson, newCode: !sameKey });
     }
     const removed = [...this.devices.keys()].filter((sn) => !next.has(sn));

@@ -162,7 +162,7 @@ export function bridgeDiscovery(ctx: DiscoveryContext): DiscoveryPayload {
         state_topic: ctx.topics.info,
         value_template: '{{ value_json.cloud }}',
         json_attributes_topic: ctx.topics.info,
-        json_attributes_template: '{{ {"last_error": value_json.last_error, "clock_skew_s": value_json.clock_skew_s} | tojson }}',
+        json_attributes_template: '{{ {"last_error": value_json.last_error, "clock_skew_s": value_json.clock_skew_s, "clock_warning": value_json.clock_warning} | tojson }}',
       },
       devices: {
         platform: 'sensor',

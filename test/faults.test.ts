@@ -542,6 +542,27 @@ describe('faults: login refused for a long time (fake clock)', { timeout: 30_000
       await rig.dispose();
     }
   });
+
+  it('keeps refresh requests over MQTT away from the login endpoint while the login is refused', async () => {
+    const clock = new FakeClock();
+    const rig = await startRig({ start: false, bridge: { clock, readbackTimeoutMs: 50 } });
+    rig.cloud.password = 'changed-on-the-website';
+    const sub = await Recorder.connect(rig.broker.url, [`${BASE}/bridge/state`]);
+    try {
+      await rig.bridge.start();
+      await waitUntil(() => rig.bridge.info.cloud === 'auth_failed', 'auth_failed');
+      await sub.waitFor((m) => m.payload === 'online', 'the bridge on the broker');
+      const ignored = () => rig.log.lines.filter((l) => l.includes('the cloud refused the login; fix hmarex.email')).length;
+      for (let i = 1; i <= 5; i += 1) {
+        await sub.client.publishAsync(`${BASE}/bridge/request/refresh`, '');
+        await waitUntil(() => ignored() >= i, `request ${i} answered`);
+      }
+      assert.equal(rig.cloud.counters.logins, 1, 'only the first, refused, login');
+    } finally {
+      await sub.close();
+      await rig.dispose();
+    }
+  });
 });
 
 describe('faults: a (re)connect in the last moments of a window', { timeout: 30_000 }, () => {
