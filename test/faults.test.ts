@@ -1,9 +1,9 @@
 // Fault injection with real processes: a mosquitto of the test's own that is killed and restarted,
 // and the simulated cloud switched to every failure the issue lists. What arrives is checked from a
-// subscriber's side; the figures are printed at the end and written to bench/results/faults.json.
+// subscriber's side; the figures are printed at the end and written by writeFigures (bench/results/faults.json holds the last committed ones).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,7 +13,7 @@ import { CloudClient } from '../src/cloud.js';
 import { SIM_EMAIL, SIM_PASSWORD, simDevice, type SimCloud, type SimDevice } from '../src/simcloud.js';
 import { windowAt } from '../src/totp.js';
 import { FakeClock } from './fakeclock.js';
-import { Mosquitto, ROOT, Recorder, freePort, referenceHotp, startRig, tempDir, waitUntil, type Received, type Rig } from './helpers.js';
+import { Mosquitto, Recorder, freePort, referenceHotp, startRig, tempDir, waitUntil, writeFigures, type Received, type Rig } from './helpers.js';
 
 const BASE = 'hmarex2mqtt';
 const STATE = `${BASE}/bridge/state`;
@@ -708,9 +708,7 @@ describe('faults: figures', () => {
     t.diagnostic(`codes checked: ${figures.codes_checked}, arrived after their window: ${figures.stale_codes}`);
     t.diagnostic(`logins made / token failures: ${out.logins_per_token_failure}`);
     t.diagnostic(`cloud faults survived: ${figures.cloud_faults_survived.join(', ')}`);
-    const dir = join(ROOT, 'bench', 'results');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'faults.json'), `${JSON.stringify(out, null, 2)}\n`);
+    t.diagnostic(`figures written to ${writeFigures('faults.json', out)}`);
     assert.equal(figures.windows_covered, figures.windows_expected);
     assert.equal(figures.logins_for_token_failures, figures.token_failures);
   });

@@ -2,7 +2,7 @@
 // with a time limit, settings built as the daemon builds them, and a logger that captures lines.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,19 @@ export function referenceHotp(key: Buffer, counter: number, digits: number, algo
   const offset = digest[digest.length - 1] & 0x0f;
   const binary = digest.readUInt32BE(offset) & 0x7fffffff;
   return String(binary % 10 ** digits).padStart(digits, '0');
+}
+
+/**
+ * Writes a test's measured figures as JSON: into $FIGURES_DIR when set (`FIGURES_DIR=bench/results
+ * npm test` refreshes the committed ones), else under the temp folder, so a test run leaves the
+ * work tree as it was.
+ */
+export function writeFigures(name: string, figures: unknown): string {
+  const dir = process.env.FIGURES_DIR ?? join(tmpdir(), 'hmarex2mqtt-figures');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, name);
+  writeFileSync(file, `${JSON.stringify(figures, null, 2)}\n`);
+  return file;
 }
 
 export function tempDir(prefix = 'hmarex2mqtt-test-'): string {

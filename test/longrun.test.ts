@@ -2,8 +2,6 @@
 // failures and HA births mixed in, against a real mosquitto and the simulated cloud. Memory (heap
 // after a full gc), timers and listeners are sampled at checkpoints and must stay flat.
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
@@ -11,7 +9,7 @@ import { runInNewContext } from 'node:vm';
 import mqtt from 'mqtt';
 import { simDevice } from '../src/simcloud.js';
 import { FakeClock } from './fakeclock.js';
-import { ROOT, startRig, waitUntil } from './helpers.js';
+import { startRig, waitUntil, writeFigures } from './helpers.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -114,11 +112,9 @@ describe('long run (fake clock)', { timeout: 120_000 }, () => {
       t.diagnostic(`window ${s.windows}: heap ${mb(s.heapUsed)} MiB, Timeouts ${s.timeouts}, handles ${s.handles}, bridge timers ${s.fakeTimers}, MQTT listeners ${s.listeners}`);
     }
     t.diagnostic(`long run: ${WINDOWS} windows, ${restarts} broker restarts, ${refreshes} refreshes, ${tokenFailures} token failures, ${births} HA births; heap ${mb(base.heapUsed)} -> ${mb(last.heapUsed)} MiB (${perWindow.toFixed(1)} B/window)`);
-    const dir = join(ROOT, 'bench', 'results');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(
-      join(dir, 'longrun.json'),
-      `${JSON.stringify({ windows: WINDOWS, restarts, refreshes, token_failures: tokenFailures, births, heap_growth_bytes: heapGrowth, heap_bytes_per_window: perWindow, samples, measured_at: new Date().toISOString() }, null, 2)}\n`,
+    writeFigures(
+      'longrun.json',
+      { windows: WINDOWS, restarts, refreshes, token_failures: tokenFailures, births, heap_growth_bytes: heapGrowth, heap_bytes_per_window: perWindow, samples, measured_at: new Date().toISOString() },
     );
 
     // A leak of 100 bytes a window would add up to 1 MiB here.
