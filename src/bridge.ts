@@ -124,7 +124,6 @@ export class Bridge {
   async start(): Promise<void> {
     await this.loadCache();
     this.windows.start();
-    this.publishedCounter = null;
     this.publisher = this.createPublisher();
     this.schedule = scheduleRefresh(this.settings.hmarex.refresh, () => this.refresh('schedule'));
     void this.refresh('start');
@@ -195,7 +194,7 @@ export class Bridge {
     return this.publisher?.listenerTotal ?? 0;
   }
 
-  /** The thermostats being served, for `codes` and tests. */
+  /** The thermostats being served (for tests and diagnostics). */
   get deviceRecords(): DeviceRecord[] {
     return [...this.devices.values()].map((d) => d.record);
   }
@@ -465,8 +464,8 @@ export class Bridge {
       this.lastError = null;
       this.lastRefresh = new Date(this.clock.now());
       this.retryBackoff.reset();
-      this.applyDevices(list.devices);
-      await this.saveCache(list.devices);
+      this.applyDevices(list.devices, new Set(list.refused));
+      await this.saveCache([...this.devices.values()].map((d) => d.record));
     } catch (error) {
       if (this.stopped) return;
       this.onRefreshFailure(error);
@@ -489,8 +488,19 @@ export class Bridge {
     }, delay);
   }
 
-  private applyDevices(records: DeviceRecord[]): void {
+  /**
+   * Makes `records` the served set. A thermostat we serve whose new record is broken (`refused`,
+   * or a key that does not decode) keeps its last good one: a glitch in one answer must not take
+   * its entities away from Home Assistant.
+   */
+  private applyDevices(records: DeviceRecord[], refused: ReadonlySet<string> = new Set()): void {
     const next = new Map<string, LiveDevice>();
+    const keepLastGood = (sn: string, why: string) => {
+      const old = this.devices.get(sn);
+      if (!old || next.has(sn)) return;
+      this.logger.warn(`thermostat ${sn} keeps its last good record and key: ${why}`);
+      next.set(sn, old);
+    };
     const changed: Array<{ device: LiveDevice; infoChanged: boolean; newCode: boolean }> = [];
     for (const record of records) {
       const old = this.devices.get(record.sn);
@@ -501,6 +511,7 @@ export class Bridge {
           generator = new CodeGenerator(decodeKey(record.totpKey, this.totp.key_encoding), this.totp);
         } catch (error) {
           this.logger.warn(`thermostat ${record.sn} (id ${String(record.id)}) skipped: ${(error as Error).message}`);
+          keepLastGood(record.sn, 'its new key is unusable');
           continue;
         }
       }
@@ -516,6 +527,7 @@ export class Bridge {
       if (!old) this.logger.info(`thermostat ${record.sn} (${describeValue(record.name)}) is served`);
       changed.push({ device, infoChanged: old?.infoJson !== device.infoJson, newCode: !sameKey });
     }
+    for (const sn of refused) keepLastGood(sn, 'the cloud sent a broken record for it');
     const removed = [...this.devices.keys()].filter((sn) => !next.has(sn));
     this.devices = next;
     this.deviceListKnown = true;

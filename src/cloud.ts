@@ -41,6 +41,8 @@ export interface CloudOptions {
 export interface DeviceList {
   devices: DeviceRecord[];
   problems: string[];
+  /** Serial numbers whose records were refused (see DevicePage.refused). */
+  refused: string[];
 }
 
 /** A clock difference from the cloud's above this makes codes fail near window edges: warn. */
@@ -112,6 +114,7 @@ export class CloudClient {
   async listDevices(): Promise<DeviceList> {
     const devices: DeviceRecord[] = [];
     const problems: string[] = [];
+    const refused: string[] = [];
     let url: URL | null = new URL('device/', this.base);
     for (let page = 1; url; page += 1) {
       if (page > (this.options.maxPages ?? DEFAULT_MAX_PAGES)) {
@@ -126,10 +129,11 @@ export class CloudClient {
       }
       devices.push(...parsed.devices);
       problems.push(...parsed.problems);
+      refused.push(...parsed.refused);
       url = parsed.next ? this.sameOrigin(parsed.next, url) : null;
     }
     const deduped = dedupeBySerial(devices);
-    return { devices: deduped.devices, problems: [...problems, ...deduped.problems] };
+    return { devices: deduped.devices, problems: [...problems, ...deduped.problems], refused };
   }
 
   /** The token must only ever go to the configured host: a `next` elsewhere is refused. */

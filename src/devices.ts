@@ -17,6 +17,8 @@ export interface DevicePage {
   devices: DeviceRecord[];
   next: string | null;
   problems: string[];
+  /** Serial numbers of refused records: still in the account, but their record is broken. */
+  refused: string[];
 }
 
 /** Serial numbers become topic segments and discovery ids, so only these characters pass. */
@@ -103,12 +105,18 @@ export function parseDevicePage(body: unknown, firstIndex = 0): DevicePage {
   if (!Array.isArray(results)) throw new TypeError('device list: "results" is not a list');
   const devices: DeviceRecord[] = [];
   const problems: string[] = [];
+  const refused: string[] = [];
   results.forEach((raw, offset) => {
     const parsed = parseDevice(raw, firstIndex + offset);
-    if (typeof parsed === 'string') problems.push(parsed);
-    else devices.push(parsed);
+    if (typeof parsed !== 'string') {
+      devices.push(parsed);
+      return;
+    }
+    problems.push(parsed);
+    const sn = isObject(raw) && typeof raw.sn === 'string' ? raw.sn : null;
+    if (sn !== null && isSafeSegment(sn) && sn !== RESERVED_SN) refused.push(sn);
   });
-  return { devices, next, problems };
+  return { devices, next, problems, refused };
 }
 
 /** Later duplicates of a serial number are dropped: two keys for one topic cannot both be right. */

@@ -181,6 +181,29 @@ describe('bridge: the account changes', () => {
     }
   });
 
+  it('keeps serving a thermostat whose record turns broken in one answer', async () => {
+    const rig = await startRig();
+    const sub = await Recorder.connect(rig.broker.url, ['#']);
+    try {
+      await sub.waitFor((m) => m.topic === 'hmarex2mqtt/bridge/info' && parse(m).device_count === 3, 'three thermostats');
+      const [broken, unusable] = rig.cloud.devices;
+      rig.cloud.devices = [{ ...broken, totp_key: '' }, { ...unusable, totp_key: 'клю' }, rig.cloud.devices[2]];
+      const from = sub.messages.length;
+      await rig.bridge.refresh('request');
+      const info = parse(await sub.waitFor((m) => m.topic === 'hmarex2mqtt/bridge/info' && parse(m).cloud === 'online', 'refreshed', 5000, from));
+      assert.equal(info.device_count, 3);
+      assert.ok(!sub.messages.slice(from).some((m) => m.payload === '' && (m.topic.includes(broken.sn) || m.topic.includes(unusable.sn))), 'nothing cleared');
+      assert.match(rig.log.text(), new RegExp(`thermostat ${broken.sn} keeps its last good record and key`));
+      assert.match(rig.log.text(), new RegExp(`thermostat ${unusable.sn} keeps its last good record and key: its new key is unusable`));
+      // Codes go on from the last good key.
+      await rig.bridge.refresh('request');
+      assert.ok(rig.bridge.deviceRecords.some((d) => d.sn === broken.sn && d.totpKey === broken.totp_key));
+    } finally {
+      await sub.close();
+      await rig.dispose();
+    }
+  });
+
   it('clears at start-up the retained topics of thermostats removed while it was stopped', async () => {
     const broker = await new Mosquitto().start();
     const stateDir = tempDir();
