@@ -1,7 +1,8 @@
 // Logging: JSON lines for machines, colour lines on a terminal. Redaction is the second line of
 // defence; the first is that no module hands a secret to the logger.
+import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -29,6 +30,8 @@ export function createLogger(options: LoggerOptions): Logger {
   };
   if (options.destination) return pino(base, options.destination);
   if (options.pretty ?? isTty) {
+    // Loaded only for a terminal: a daemon under Docker or systemd never needs its ~8 MB.
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
     return pino(base, pretty({ colorize: true, destination: fd, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' }));
   }
   return pino(base, pino.destination({ fd, sync: true }));
