@@ -101,10 +101,6 @@ export class CloudClient {
       new Agent({ connect: { timeout: options.timeoutMs }, keepAliveTimeout: 10_000, headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs });
   }
 
-  get hasToken(): boolean {
-    return this.token !== null;
-  }
-
   async close(): Promise<void> {
     // destroy, not close: a request hanging on a dead cloud must not hold up a stop.
     if (this.ownsDispatcher) await this.dispatcher.destroy();

@@ -1,6 +1,6 @@
 // Topic names and non-discovery payloads: pure. Serial numbers reaching here have passed
 // isSafeSegment, so no device data can widen a topic.
-import { RESERVED_SN, isSafeSegment, type DeviceRecord, type Metadata } from './devices.js';
+import { RESERVED_SN, isSafeSegment } from './devices.js';
 import type { Code, TotpSettings } from './totp.js';
 
 export interface Topics {
@@ -64,14 +64,6 @@ export function totpPayload(sn: string, code: Code, settings: Pick<TotpSettings,
     period: settings.period,
     digits: settings.digits,
   };
-}
-
-export function deviceInfoPayload(device: DeviceRecord): Metadata {
-  return device.meta;
-}
-
-export function devicesPayload(devices: Iterable<DeviceRecord>): Metadata[] {
-  return [...devices].map(deviceInfoPayload);
 }
 
 export type CloudStatus = 'online' | 'offline' | 'auth_failed' | 'starting';
