@@ -8,6 +8,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { DeviceCache } from '../src/cache.js';
 import { runCodes } from '../src/codes.js';
+import type { Settings } from '../src/config.js';
 import { parseDevicePage } from '../src/devices.js';
 import { SIM_EMAIL, SIM_PASSWORD, SimCloud, simDevice } from '../src/simcloud.js';
 import type { TotpPayload } from '../src/topics.js';
@@ -39,9 +40,19 @@ function captureIo(tty = false) {
 
 type CodeRow = TotpPayload & { name: string };
 
+/** `codes --watch` on a fake clock, writing into memory, until `stop()`. */
+function startWatch(settings: Settings, mode: { tty: boolean; json: boolean }) {
+  const clock = new FakeClock(T0);
+  const { io, out } = captureIo(mode.tty);
+  let stop = () => {};
+  const until = new Promise<void>((resolve) => (stop = resolve));
+  const done = runCodes(settings, { watch: true, json: mode.json, clock, until }, io);
+  return { clock, out, stop: () => stop(), done };
+}
+
 describe('codes', { timeout: 60_000 }, () => {
   let cloud: SimCloud;
-  let settings: ReturnType<typeof testSettings>;
+  let settings: Settings;
 
   before(async () => {
     cloud = new SimCloud({ devices });
@@ -81,10 +92,7 @@ describe('codes', { timeout: 60_000 }, () => {
   });
 
   it('--watch on a terminal: redraws every second with a countdown and new codes at the boundary', async () => {
-    const clock = new FakeClock(T0);
-    const { io, out } = captureIo(true);
-    let stop = () => {};
-    const done = runCodes(settings, { watch: true, json: false, clock, until: new Promise<void>((resolve) => (stop = resolve)) }, io);
+    const { clock, out, stop, done } = startWatch(settings, { tty: true, json: false });
     await waitUntil(() => out.length === 1, 'the first screen');
     assert.ok(out[0].startsWith('\u001b[H\u001b[2J'), 'the screen is cleared');
     assert.match(out[0], /\s20s\n/);
@@ -103,10 +111,7 @@ describe('codes', { timeout: 60_000 }, () => {
   });
 
   it('--watch --json elsewhere: one array per window', async () => {
-    const clock = new FakeClock(T0);
-    const { io, out } = captureIo(false);
-    let stop = () => {};
-    const done = runCodes(settings, { watch: true, json: true, clock, until: new Promise<void>((resolve) => (stop = resolve)) }, io);
+    const { clock, out, stop, done } = startWatch(settings, { tty: false, json: true });
     await waitUntil(() => out.length === 1, 'the first array');
     clock.advance(19_000);
     assert.equal(out.length, 1, 'nothing new inside the window');
