@@ -305,13 +305,15 @@ export class Bridge {
     }, (window.validUntilMs - window.validFromMs) / 2);
   }
 
-  /** `atBoundary`: publish lag is measured only for the boundary's own publish, not for one at a (re)connect. */
-  private publishCodes(window: Window, atBoundary = false): void {
-    if (!this.publisher?.connected || this.devices.size === 0) return;
+  /**
+   * Publishes the window's codes of `devices` (all by default). `atBoundary`: publish lag is
+   * measured only for the boundary's own publish, not for one at a (re)connect or refresh.
+   */
+  private publishCodes(window: Window, atBoundary = false, devices = [...this.devices.values()]): void {
+    if (!this.publisher?.connected || devices.length === 0) return;
     const now = this.clock.now();
     if (window.validUntilMs - now < lateGuardMs(this.totp.period)) return;
     const options: IClientPublishOptions = this.mqtt.publishOptions({ retain: true, qos: 0, expirySeconds: (window.validUntilMs - now) / 1000 });
-    const devices = [...this.devices.values()];
     // mqtt.js holds every write back until the current callback returns: in slices, the first
     // codes are on their way while the later ones are still being handed over.
     const publishFrom = (start: number): void => {
@@ -543,15 +545,10 @@ export class Bridge {
     for (const sn of removed) this.clearDevice(sn);
     const window = this.windows.window;
     for (const { device, infoChanged } of changed) this.publishDevice(device, infoChanged);
-    if (this.publishedCounter !== window.counter) {
-      // No code of this window went out yet (no thermostats before, or a connect in its last moments).
-      this.publishCodes(window);
-    } else if (window.validUntilMs - this.clock.now() >= lateGuardMs(this.totp.period)) {
-      const expirySeconds = (window.validUntilMs - this.clock.now()) / 1000;
-      for (const { device, newCode } of changed) {
-        if (newCode) this.mqtt.publish(device.totpTopic, this.payloadFor(device, window), { retain: true, qos: 0, expirySeconds });
-      }
-    }
+    // No code of this window went out yet (no thermostats before, or a connect in its last
+    // moments): all of them; else those with a new key.
+    const fresh = changed.filter((c) => c.newCode).map((c) => c.device);
+    this.publishCodes(window, false, this.publishedCounter !== window.counter ? undefined : fresh);
     this.clearOrphans();
   }
 
